@@ -1,0 +1,62 @@
+/* options — the daemon's -o mount options (SPEC.md "Mount options").
+ *
+ * options_parse() consumes the capshm options of a comma-separated -o string
+ * and collects the generic mount options it knows (rw, nosuid, allow_other…)
+ * so the daemon can hand them to libfuse.  It owns no global state.
+ * On failure it returns -EINVAL and sets *error to a one-line message that
+ * names the offending option; the caller frees the GError.
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum {
+    DATAPATH_AUTO = 0,
+    DATAPATH_PASSTHROUGH,
+    DATAPATH_CACHE,
+} CapshmDatapath;
+
+typedef enum {
+    NAMES_MODE_CAPABILITY = 0,
+    NAMES_MODE_ANY,
+} CapshmNamesMode;
+
+typedef struct {
+    CapshmDatapath datapath;
+    unsigned linger_s;        /* seconds */
+    unsigned mint_ttl_s;      /* seconds */
+    uint64_t size_bytes;      /* total; 0 until options_finish() fills the default */
+    uint64_t quota_bytes;     /* per uid; 0 until options_finish() */
+    unsigned max_regions;     /* per uid */
+    CapshmNamesMode names;
+    int allow_other;          /* -1 unset, 0 no, 1 yes */
+    bool size_set, quota_set;
+    /* Generic mount options for libfuse, comma-separated, owned here. */
+    GString *fuse_opts;
+} CapshmOptions;
+
+/* Set the documented defaults.  Free with options_clear(). */
+void options_init(CapshmOptions *o);
+void options_clear(CapshmOptions *o);
+
+/* Parse one -o argument (may be called repeatedly; later values win).
+ * Returns 0, or -EINVAL with *error set. */
+int options_parse(CapshmOptions *o, const char *optstr, GError **error);
+
+/* Fill defaults that depend on the machine: size = half of @ram_bytes,
+ * quota = size; allow_other defaults to @is_root.  Returns 0, or -EINVAL
+ * with *error set if quota exceeds size is not an error (it is capped). */
+int options_finish(CapshmOptions *o, uint64_t ram_bytes, bool is_root, GError **error);
+
+/* Parse a byte count with an optional k/M/G/T suffix (powers of 1024).
+ * Returns 0 and *out, or -EINVAL (not a number, junk, negative) or
+ * -ERANGE (does not fit in 63 bits). */
+int options_parse_size(const char *s, uint64_t *out);
+
+/* Parse a non-negative decimal integer no larger than @max.
+ * Returns 0, -EINVAL or -ERANGE. */
+int options_parse_uint(const char *s, uint64_t max, uint64_t *out);
+
+const char *options_datapath_name(CapshmDatapath d);

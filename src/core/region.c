@@ -1,0 +1,61 @@
+/* region — see region.h. */
+#include "region.h"
+
+#include <unistd.h>
+
+CapshmRegion *
+region_ref(CapshmRegion *r)
+{
+    g_return_val_if_fail(r && r->refcount > 0, r);
+    r->refcount++;
+    return r;
+}
+
+void
+region_unref(CapshmRegion *r)
+{
+    if (!r)
+        return;
+    g_return_if_fail(r->refcount > 0);
+    if (--r->refcount > 0)
+        return;
+    /* The store closes the memfd when it destroys the region; a region is
+     * only freed after that (the store holds a reference while alive). */
+    g_warn_if_fail(r->memfd < 0);
+    if (r->memfd >= 0)
+        close(r->memfd);
+    if (r->openers)
+        g_array_free(r->openers, TRUE);
+    g_free(r->name);
+    g_free(r->ro_name);
+    g_free(r);
+}
+
+unsigned
+region_holder_count(const CapshmRegion *r)
+{
+    if (!r->openers)
+        return 0;
+    /* Openers are keyed by thread id; distinct entries are close enough to
+     * distinct processes for a count (threads rarely open the same region). */
+    unsigned n = 0;
+    for (guint i = 0; i < r->openers->len; i++) {
+        const RegionOpener *o = &g_array_index(r->openers, RegionOpener, i);
+        if (o->opens > 0 || o->maps)
+            n++;
+    }
+    return n;
+}
+
+const char *
+region_state_name(const CapshmRegion *r)
+{
+    if (r->sealed && r->state != REGION_DESTROYED)
+        return "sealed";
+    switch (r->state) {
+    case REGION_LIVE: return "live";
+    case REGION_LINGERING: return "lingering";
+    case REGION_PINNED: return "pinned";
+    default: return "destroyed";
+    }
+}

@@ -1,0 +1,557 @@
+/* capshmfs — the daemon: options, mount, main loop, signals, logging.
+ *
+ * One thread answers every FUSE request from a GLib main loop, so the store
+ * needs no locks; a second thread only sends kernel invalidations (see
+ * fuse/notify.h).  Start-up order matters:
+ *   parse options → (fork; the parent waits) → mount → answer INIT →
+ *   settle the data path → tell the parent "ready" → serve.
+ * The parent exits 0 only once the mount answers requests, or 1 with the
+ * child's one-line reason.
+ */
+
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <glib-unix.h>
+#include <glib.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "core/options.h"
+#include "core/procwatch.h"
+#include "core/store.h"
+#include "fuse/cfs.h"
+
+typedef struct {
+    CapshmOptions opts;
+    char *mountpoint;
+    bool foreground, debug;
+    struct fuse_session *se;
+    CapshmStore *store;
+    CapshmFs *fs;
+    ProcWatch *procwatch;
+    GMainLoop *loop;
+    struct fuse_buf buf;
+    guint tick_source;
+    guint fuse_source;
+    int64_t tick_deadline_us;
+    int exit_status;
+    bool use_syslog;
+} Daemon;
+
+/* --- logging ------------------------------------------------------------- */
+
+static GLogWriterOutput
+log_writer(GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpointer data)
+{
+    Daemon *d = data;
+    if (g_log_writer_default_would_drop(level, G_LOG_DOMAIN) && !(d && d->debug))
+        return G_LOG_WRITER_HANDLED;
+    const char *msg = NULL;
+    for (gsize i = 0; i < n_fields; i++)
+        if (strcmp(fields[i].key, "MESSAGE") == 0)
+            msg = fields[i].value;
+    if (!msg)
+        return G_LOG_WRITER_UNHANDLED;
+    const char *tag = (level & G_LOG_LEVEL_ERROR) ? "error"
+                    : (level & G_LOG_LEVEL_CRITICAL) ? "critical"
+                    : (level & G_LOG_LEVEL_WARNING) ? "warning"
+                    : (level & G_LOG_LEVEL_DEBUG) ? "debug" : "info";
+    if (d && d->use_syslog) {
+        int prio = (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL)) ? LOG_ERR
+                 : (level & G_LOG_LEVEL_WARNING) ? LOG_WARNING
+                 : (level & G_LOG_LEVEL_DEBUG) ? LOG_DEBUG : LOG_INFO;
+        syslog(prio, "%s", msg);
+    } else {
+        fprintf(stderr, "capshmfs: %s: %s\n", tag, msg);
+    }
+    return G_LOG_WRITER_HANDLED;
+}
+
+static void
+fuse_log_bridge(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+    GLogLevelFlags gl = level <= FUSE_LOG_ERR ? G_LOG_LEVEL_CRITICAL
+                      : level == FUSE_LOG_WARNING ? G_LOG_LEVEL_WARNING
+                      : level <= FUSE_LOG_INFO ? G_LOG_LEVEL_MESSAGE
+                      : G_LOG_LEVEL_DEBUG;
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    g_strchomp(msg);
+    g_log("fuse", gl, "%s", msg);
+}
+
+/* --- main loop glue -------------------------------------------------------- */
+
+static gboolean on_tick(gpointer data);
+
+/* Run what is due in the store and arm one timer for the next deadline. */
+static void
+schedule_tick(Daemon *d)
+{
+    int64_t delay = store_tick(d->store);
+    if (delay < 0)
+        return;
+    int64_t deadline = g_get_monotonic_time() + delay;
+    /* Keep an armed timer unless the new deadline is clearly earlier. */
+    if (d->tick_source && deadline >= d->tick_deadline_us - 1000)
+        return;
+    if (d->tick_source)
+        g_source_remove(d->tick_source);
+    d->tick_deadline_us = deadline;
+    guint ms = (guint)MIN((delay + 999) / 1000, (int64_t)G_MAXUINT);
+    d->tick_source = g_timeout_add(ms, on_tick, d);
+}
+
+static gboolean
+on_tick(gpointer data)
+{
+    Daemon *d = data;
+    d->tick_source = 0;
+    schedule_tick(d);
+    return G_SOURCE_REMOVE;
+}
+
+/* Answer every request that is waiting.  Returns false once the kernel
+ * connection is gone (unmounted). */
+static bool
+drain_requests(Daemon *d)
+{
+    for (int i = 0; i < 64; i++) {
+        int res = fuse_session_receive_buf(d->se, &d->buf);
+        if (res == -EINTR || res == -EAGAIN)
+            return true;
+        if (res <= 0) {
+            if (res < 0 && res != -ENODEV)
+                g_warning("reading from the FUSE device: %s", g_strerror(-res));
+            return false;
+        }
+        fuse_session_process_buf(d->se, &d->buf);
+        if (fuse_session_exited(d->se))
+            return false;
+    }
+    return true;
+}
+
+static gboolean
+on_fuse_readable(gint fd, GIOCondition cond, gpointer data)
+{
+    (void)fd;
+    Daemon *d = data;
+    bool alive = !(cond & (G_IO_ERR | G_IO_NVAL)) && drain_requests(d);
+    schedule_tick(d);
+    if (!alive) {
+        d->fuse_source = 0;
+        g_main_loop_quit(d->loop);
+        return G_SOURCE_REMOVE;
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+static gboolean
+on_signal(gpointer data)
+{
+    Daemon *d = data;
+    g_message("signal received: unmounting %s", d->mountpoint);
+    g_main_loop_quit(d->loop);
+    return G_SOURCE_CONTINUE;
+}
+
+static void
+on_process_exit(pid_t tgid, void *data)
+{
+    Daemon *d = data;
+    store_process_exited(d->store, tgid);
+    schedule_tick(d);
+}
+
+/* --- start-up helpers -------------------------------------------------------- */
+
+static uint64_t
+ram_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+}
+
+static bool
+has_cap_sys_admin(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f)
+        return false;
+    char line[256];
+    unsigned long long eff = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "CapEff: %llx", &eff) == 1)
+            break;
+    fclose(f);
+    return eff & (1ULL << 21);
+}
+
+/* An explicit datapath=passthrough fails before mounting when it clearly
+ * cannot work; the rest is probed after INIT. */
+static const char *
+passthrough_precheck(void)
+{
+#ifndef HAVE_FUSE_PASSTHROUGH
+    return "datapath=passthrough: capshmfs was built against libfuse < 3.17, which has no passthrough";
+#else
+    if (!has_cap_sys_admin())
+        return "datapath=passthrough: needs CAP_SYS_ADMIN (run as root)";
+    return NULL;
+#endif
+}
+
+/* In cache mode the kernel throttles writers of mapped FUSE pages hard
+ * (strict_limit, max_ratio=1 on the mount's bdi); relax that for our mount
+ * when we may. */
+static void
+relax_bdi(dev_t dev)
+{
+    if (geteuid() != 0)
+        return;
+    char path[128];
+    int ok = 0;
+    const char *files[] = { "strict_limit", "max_ratio" };
+    const char *values[] = { "0", "100" };
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/%s", major(dev), minor(dev), files[i]);
+        /* sysfs: write in place (g_file_set_contents would rename). */
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0 && write(fd, values[i], strlen(values[i])) == (ssize_t)strlen(values[i]))
+            ok++;
+        if (fd >= 0)
+            close(fd);
+    }
+    if (ok == 2)
+        g_message("cache data path: relaxed writeback throttling of bdi %u:%u (strict_limit 0, max_ratio 100)",
+                  major(dev), minor(dev));
+    else
+        g_message("cache data path: could not relax writeback throttling of bdi %u:%u",
+                  major(dev), minor(dev));
+}
+
+static void
+raise_fd_limit(void)
+{
+    /* One memfd per region: allow as many as the hard limit does. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* If @mp is a dead FUSE mount (its daemon was killed), detach it. */
+static void
+clear_stale_mount(const char *mp)
+{
+    struct stat st;
+    if (stat(mp, &st) == 0 || errno != ENOTCONN)
+        return;
+    if (umount2(mp, MNT_DETACH) == 0)
+        g_message("%s: cleared a stale mount left by a daemon that died", mp);
+    else
+        g_warning("%s: stale mount could not be cleared: %s", mp, g_strerror(errno));
+}
+
+static void
+report(int fd, const char *msg)
+{
+    if (fd < 0) {
+        if (strcmp(msg, "ok") != 0)
+            fprintf(stderr, "capshmfs: %s\n", msg);
+        return;
+    }
+    size_t len = strlen(msg);
+    ssize_t w = write(fd, msg, len);
+    (void)w;
+    close(fd);
+}
+
+/* Fork; the parent waits for the child's verdict and exits with it. */
+static int
+daemonize(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        fprintf(stderr, "capshmfs: pipe: %s\n", strerror(errno));
+        exit(1);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "capshmfs: fork: %s\n", strerror(errno));
+        exit(1);
+    }
+    if (pid > 0) {
+        close(p[1]);
+        char msg[1024];
+        size_t got = 0;
+        ssize_t n;
+        while (got < sizeof msg - 1 && (n = read(p[0], msg + got, sizeof msg - 1 - got)) != 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                break;
+            got += (size_t)n;
+        }
+        msg[got] = '\0';
+        if (strcmp(msg, "ok") == 0)
+            _exit(0);
+        if (got == 0) {
+            int status = 0;
+            waitpid(pid, &status, 0);
+            fprintf(stderr, "capshmfs: the daemon died while mounting\n");
+        } else {
+            fprintf(stderr, "capshmfs: %s\n", msg);
+        }
+        _exit(1);
+    }
+    close(p[0]);
+    setsid();
+    return p[1];
+}
+
+static void
+detach_stdio(void)
+{
+    int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+        dup2(fd, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        if (fd > 2)
+            close(fd);
+    }
+    if (chdir("/") < 0)
+        g_debug("chdir /: %s", g_strerror(errno));
+}
+
+/* --- main ------------------------------------------------------------------- */
+
+static char **opt_strings;
+static gboolean opt_foreground, opt_debug, opt_version;
+static char **opt_rest;
+
+static const GOptionEntry entries[] = {
+    { "options", 'o', 0, G_OPTION_ARG_STRING_ARRAY, &opt_strings,
+      "mount options: datapath=auto|passthrough|cache, linger=SECONDS, mint_ttl=SECONDS, "
+      "size=BYTES, quota=BYTES, max_regions=N, names=capability|any, allow_other", "OPT[,OPT...]" },
+    { "foreground", 'f', 0, G_OPTION_ARG_NONE, &opt_foreground, "stay in the foreground", NULL },
+    { "debug", 'd', 0, G_OPTION_ARG_NONE, &opt_debug, "log every request (implies -f)", NULL },
+    { "version", 'V', 0, G_OPTION_ARG_NONE, &opt_version, "print the version and exit", NULL },
+    { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &opt_rest, NULL, "[SOURCE] MOUNTPOINT" },
+    { NULL, 0, 0, 0, NULL, NULL, NULL },
+};
+
+static void
+usage_error(GOptionContext *ctx, const char *msg)
+{
+    fprintf(stderr, "capshmfs: %s\n", msg);
+    fprintf(stderr, "usage: capshmfs [SOURCE] MOUNTPOINT [-o OPT,...] [-f] [-d]  (see --help)\n");
+    g_option_context_free(ctx);
+    exit(2);
+}
+
+static int
+run(Daemon *d, int ready_fd)
+{
+    int status = 1;
+    char errbuf[512];
+    raise_fd_limit();
+    clear_stale_mount(d->mountpoint);
+
+    d->store = store_new(&d->opts, false);
+    d->fs = cfs_new(d->store, d->opts.datapath);
+
+    g_autofree char *fuse_o = g_strdup_printf(
+        "fsname=capshm,subtype=capshmfs,default_permissions%s%s%s",
+        d->opts.allow_other ? ",allow_other" : "",
+        d->opts.fuse_opts->len ? "," : "", d->opts.fuse_opts->str);
+    char *argv[] = { "capshmfs", "-o", fuse_o, d->debug ? "-d" : NULL, NULL };
+    struct fuse_args args = FUSE_ARGS_INIT(d->debug ? 4 : 3, argv);
+    d->se = fuse_session_new(&args, cfs_ops(), sizeof *cfs_ops(), d->fs);
+    fuse_opt_free_args(&args);
+    if (!d->se) {
+        report(ready_fd, "could not create the FUSE session (see the log)");
+        goto out;
+    }
+    cfs_set_session(d->fs, d->se);
+    if (fuse_session_mount(d->se, d->mountpoint) != 0) {
+        snprintf(errbuf, sizeof errbuf, "%s: mount failed (is /dev/fuse there, and may this user mount?)",
+                 d->mountpoint);
+        report(ready_fd, errbuf);
+        goto out_session;
+    }
+
+    dev_t dev = 0;
+    if (procwatch_mount_dev(d->mountpoint, &dev) < 0)
+        g_warning("%s: device number not found in mountinfo; mappings cannot be attributed",
+                  d->mountpoint);
+    d->procwatch = procwatch_new(dev, on_process_exit, d);
+    StoreProcOps pops = procwatch_ops(d->procwatch);
+    store_set_proc_ops(d->store, &pops);
+
+    int fd = fuse_session_fd(d->se);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    d->loop = g_main_loop_new(NULL, FALSE);
+
+    /* Answer INIT before saying we are ready. */
+    GMainContext *ctx = g_main_context_default();
+    d->fuse_source = g_unix_fd_add(fd, G_IO_IN | G_IO_ERR | G_IO_HUP, on_fuse_readable, d);
+    while (!cfs_init_done(d->fs) && !fuse_session_exited(d->se))
+        g_main_context_iteration(ctx, TRUE);
+    if (!cfs_init_done(d->fs)) {
+        report(ready_fd, "the kernel closed the FUSE connection during start-up");
+        goto out_unmount;
+    }
+    const char *why = NULL;
+    if (cfs_settle_datapath(d->fs, &why) < 0) {
+        snprintf(errbuf, sizeof errbuf, "datapath=passthrough: %s", why);
+        report(ready_fd, errbuf);
+        goto out_unmount;
+    }
+    if (why)
+        g_message("datapath=auto: using the cache data path: %s", why);
+    g_message("mounted %s (datapath=%s, linger=%us, mint_ttl=%us, size=%" G_GUINT64_FORMAT
+              ", quota=%" G_GUINT64_FORMAT ", max_regions=%u, names=%s)",
+              d->mountpoint, cfs_datapath_name(d->fs), d->opts.linger_s, d->opts.mint_ttl_s,
+              d->opts.size_bytes, d->opts.quota_bytes, d->opts.max_regions,
+              d->opts.names == NAMES_MODE_ANY ? "any" : "capability");
+    if (cfs_datapath(d->fs) == CFS_PATH_CACHE)
+        relax_bdi(dev);
+
+    g_unix_signal_add(SIGTERM, on_signal, d);
+    g_unix_signal_add(SIGINT, on_signal, d);
+    g_unix_signal_add(SIGHUP, on_signal, d);
+    cfs_start_notifier(d->fs);
+    report(ready_fd, "ok");
+    ready_fd = -1;
+    if (!d->foreground) {
+        d->use_syslog = true;
+        detach_stdio();
+    }
+
+    g_main_loop_run(d->loop);
+    status = 0;
+    g_message("unmounting %s", d->mountpoint);
+
+out_unmount:
+    if (d->fuse_source)
+        g_source_remove(d->fuse_source);
+    d->fuse_source = 0;
+    /* Unmount first: it fails every request still in flight, so the
+     * notifier thread cannot stay blocked on one. */
+    fuse_session_unmount(d->se);
+    cfs_stop_notifier(d->fs);
+out_session:
+    if (d->tick_source)
+        g_source_remove(d->tick_source);
+    store_set_destroy_hook(d->store, NULL, NULL);
+    store_free(d->store);
+    cfs_free(d->fs);
+    procwatch_free(d->procwatch);
+    fuse_session_destroy(d->se);
+    free(d->buf.mem);
+    if (d->loop)
+        g_main_loop_unref(d->loop);
+    return status;
+out:
+    store_free(d->store);
+    cfs_free(d->fs);
+    if (ready_fd >= 0)
+        close(ready_fd);
+    return status;
+}
+
+int
+main(int argc, char **argv)
+{
+    Daemon d = { 0 };
+    g_log_set_writer_func(log_writer, &d, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    GOptionContext *octx = g_option_context_new("- serve shared-memory regions as files");
+    g_option_context_set_summary(octx,
+        "Mounts capshm at MOUNTPOINT (default /run/capshm by convention) and returns once the\n"
+        "mount is ready, unless -f.  SOURCE is accepted and ignored so that\n"
+        "'mount -t fuse.capshmfs capshm MOUNTPOINT' and /etc/fstab work.");
+    g_option_context_add_main_entries(octx, entries, NULL);
+    GError *err = NULL;
+    if (!g_option_context_parse(octx, &argc, &argv, &err)) {
+        g_autofree char *m = g_strdup(err->message);
+        g_error_free(err);
+        usage_error(octx, m);
+    }
+    if (opt_version) {
+        printf("capshmfs %s (libfuse %s)\n", PACKAGE_VERSION, fuse_pkgversion());
+        g_option_context_free(octx);
+        return 0;
+    }
+    guint nrest = opt_rest ? g_strv_length(opt_rest) : 0;
+    if (nrest < 1 || nrest > 2)
+        usage_error(octx, nrest ? "too many arguments" : "no mountpoint given");
+    const char *mp = opt_rest[nrest - 1];
+    g_option_context_free(octx);
+
+    options_init(&d.opts);
+    for (char **o = opt_strings; o && *o; o++) {
+        if (options_parse(&d.opts, *o, &err) < 0) {
+            fprintf(stderr, "capshmfs: %s\n", err->message);
+            return 1;
+        }
+    }
+    options_finish(&d.opts, ram_bytes(), geteuid() == 0, NULL);
+    d.debug = opt_debug;
+    d.foreground = opt_foreground || opt_debug;
+    if (d.debug)
+        g_log_set_debug_enabled(TRUE);
+
+    char real[PATH_MAX];
+    if (!realpath(mp, real)) {
+        /* A dead mount answers ENOTCONN: keep the path as given. */
+        if (errno != ENOTCONN) {
+            fprintf(stderr, "capshmfs: %s: %s\n", mp, strerror(errno));
+            return 1;
+        }
+        g_strlcpy(real, mp, sizeof real);
+    } else {
+        struct stat st;
+        if (stat(real, &st) == 0 && !S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "capshmfs: %s: not a directory\n", mp);
+            return 1;
+        }
+    }
+    d.mountpoint = g_strdup(real);
+
+    if (d.opts.datapath == DATAPATH_PASSTHROUGH) {
+        const char *why = passthrough_precheck();
+        if (why) {
+            fprintf(stderr, "capshmfs: %s\n", why);
+            return 1;
+        }
+    }
+
+    fuse_set_log_func(fuse_log_bridge);
+    int ready_fd = d.foreground ? -1 : daemonize();
+    int status = run(&d, ready_fd);
+    if (d.foreground && status != 0)
+        fprintf(stderr, "capshmfs: mount of %s failed\n", d.mountpoint);
+    options_clear(&d.opts);
+    g_free(d.mountpoint);
+    g_strfreev(opt_strings);
+    g_strfreev(opt_rest);
+    return status;
+}
