@@ -385,6 +385,8 @@ cfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (parent != CFS_ROOT_INO)
         return reply_err(req, parent == CFS_NEW_INO || parent == CFS_STATS_INO ||
                                       node_find(fs, parent) ? ENOTDIR : ENOENT);
+    if (strlen(name) > NAMES_MAX)
+        return reply_err(req, ENAMETOOLONG);
     if (names_is_control(name)) {
         fuse_ino_t ino = strcmp(name, ".new") == 0 ? CFS_NEW_INO
                        : strcmp(name, ".stats") == 0 ? CFS_STATS_INO : 0;
@@ -745,6 +747,8 @@ cfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
     fs->requests++;
     if (parent != CFS_ROOT_INO)
         return reply_err(req, ENOTDIR);
+    if (strlen(name) > NAMES_MAX)
+        return reply_err(req, ENAMETOOLONG);
     if (names_is_control(name))
         return reply_err(req, strcmp(name, ".new") == 0 || strcmp(name, ".stats") == 0
                                   ? EEXIST : EACCES);
