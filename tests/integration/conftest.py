@@ -96,9 +96,11 @@ class Mount:
             return f.read().strip()
 
     def create(self, size=0, mode=0o600, name=None):
-        """Mint (unless name given), create and size a region; returns (name, fd)."""
+        """Mint (unless name given), create and size a region; returns (name, fd).
+        The region gets exactly `mode` (the umask is overridden with fchmod)."""
         name = name or self.new_name()
         fd = os.open(self.p(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+        os.fchmod(fd, mode)
         if size:
             os.ftruncate(fd, size)
         return name, fd
