@@ -205,6 +205,8 @@ store_lookup(CapshmStore *s, const char *name, bool *is_ro)
     return r;
 }
 
+static void reevaluate(CapshmStore *s, CapshmRegion *r);
+
 static bool
 name_acceptable(CapshmStore *s, const char *name)
 {
@@ -266,8 +268,9 @@ store_create(CapshmStore *s, const CapshmCaller *caller, const char *name,
     s->counters.created++;
     *created = true;
     *out = reg;
-    /* Unheld until opened: the FUSE layer opens it in the same request.
-     * Callers that never open (unit tests) see it linger. */
+    /* Unheld until opened (the FUSE layer opens it in the same request):
+     * start its linger now so a region that is never opened still goes. */
+    reevaluate(s, reg);
     return 0;
 }
 
@@ -281,8 +284,6 @@ drop_names(CapshmStore *s, CapshmRegion *r)
         r->unlinked = true;
     }
 }
-
-static void reevaluate(CapshmStore *s, CapshmRegion *r);
 
 int
 store_unlink(CapshmStore *s, CapshmRegion *r)

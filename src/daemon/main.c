@@ -49,6 +49,7 @@ typedef struct {
     int64_t tick_deadline_us;
     int exit_status;
     bool use_syslog;
+    bool serving;  /* data path settled: answer everything */
 } Daemon;
 
 /* --- logging ------------------------------------------------------------- */
@@ -140,6 +141,9 @@ drain_requests(Daemon *d)
         fuse_session_process_buf(d->se, &d->buf);
         if (fuse_session_exited(d->se))
             return false;
+        /* Nothing but INIT until the data path is settled. */
+        if (!d->serving && cfs_init_done(d->fs))
+            return true;
     }
     return true;
 }
@@ -425,6 +429,7 @@ run(Daemon *d, int ready_fd)
     }
     if (why)
         g_message("datapath=auto: using the cache data path: %s", why);
+    d->serving = true;
     g_message("mounted %s (datapath=%s, linger=%us, mint_ttl=%us, size=%" G_GUINT64_FORMAT
               ", quota=%" G_GUINT64_FORMAT ", max_regions=%u, names=%s)",
               d->mountpoint, cfs_datapath_name(d->fs), d->opts.linger_s, d->opts.mint_ttl_s,

@@ -18,7 +18,7 @@ def in_shm_namespace(mnt, script, timeout=30):
     """Run a shell script in a new mount namespace where mnt is bound over /dev/shm."""
     return subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-euc",
-         "mount --bind %s /dev/shm\n%s" % (mnt.path, script)],
+         "mount --bind %s /dev/shm\ncd \"$(mktemp -d)\"\n%s" % (mnt.path, script)],
         capture_output=True, text=True, timeout=timeout)
 
 
