@@ -41,12 +41,13 @@ options_parse_uint(const char *s, uint64_t max, uint64_t *out)
 {
     if (!s || !*s)
         return -EINVAL;
+    /* Shape before range: "99999999999999999999x" is not a number at all. */
+    if (s[strspn(s, "0123456789")] != '\0')
+        return -EINVAL;
     uint64_t v = 0;
     for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return -EINVAL;
         unsigned d = (unsigned)(*p - '0');
-        if (v > (max - d) / 10)
+        if (d > max || v > (max - d) / 10)
             return -ERANGE;
         v = v * 10 + d;
     }
@@ -71,11 +72,9 @@ options_parse_size(const char *s, uint64_t *out)
     }
     if (shift)
         len--;
-    if (len == 0 || len > 20)
-        return len == 0 ? -EINVAL : -ERANGE;
-    char digits[21];
-    memcpy(digits, s, len);
-    digits[len] = '\0';
+    if (len == 0)
+        return -EINVAL;
+    g_autofree char *digits = g_strndup(s, len);
     uint64_t v;
     const uint64_t max = INT64_MAX;
     int r = options_parse_uint(digits, max, &v);
@@ -97,6 +96,10 @@ fail(GError **error, const char *fmt, ...)
     va_start(ap, fmt);
     g_autofree char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
+    /* The message quotes user input and must stay one printable line. */
+    for (char *c = msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
     g_set_error_literal(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, msg);
     return -EINVAL;
 }

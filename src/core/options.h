@@ -1,8 +1,9 @@
 /* options — the daemon's -o mount options (SPEC.md "Mount options").
  *
  * options_parse() consumes the capshm options of a comma-separated -o string
- * and collects the generic mount options it knows (rw, nosuid, allow_other…)
- * so the daemon can hand them to libfuse.  It owns no global state.
+ * and collects the generic mount options it knows (rw, nosuid, noatime…)
+ * so the daemon can hand them to libfuse; allow_other is kept in the struct
+ * and added by the daemon.  It owns no global state.
  * On failure it returns -EINVAL and sets *error to a one-line message that
  * names the offending option; the caller frees the GError.
  */
@@ -46,8 +47,8 @@ void options_clear(CapshmOptions *o);
 int options_parse(CapshmOptions *o, const char *optstr, GError **error);
 
 /* Fill defaults that depend on the machine: size = half of @ram_bytes,
- * quota = size; allow_other defaults to @is_root.  Returns 0, or -EINVAL
- * with *error set if quota exceeds size is not an error (it is capped). */
+ * quota = size (a quota larger than size is capped to size); allow_other
+ * defaults to @is_root.  Always returns 0. */
 int options_finish(CapshmOptions *o, uint64_t ram_bytes, bool is_root, GError **error);
 
 /* Parse a byte count with an optional k/M/G/T suffix (powers of 1024).

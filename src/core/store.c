@@ -393,7 +393,8 @@ void
 store_write_done(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t written,
                  uint64_t reserved_end)
 {
-    uint64_t new_size = MAX(r->size, off + written);
+    /* Only bytes that landed move EOF: a failed write past EOF must not. */
+    uint64_t new_size = written ? MAX(r->size, off + written) : r->size;
     if (reserved_end > new_size)
         quota_release_bytes(s->quota, r->uid, reserved_end - new_size);
     r->size = new_size;
@@ -571,17 +572,23 @@ store_opened(CapshmStore *s, CapshmRegion *r, pid_t tid, bool writable)
     reevaluate(s, r);
 }
 
-/* The last handle closed in passthrough: which openers still map it?
- * Rebuilds the opener list keyed by process, keeping only mappers. */
+/* Passthrough: openers whose handles are all closed still hold the region
+ * while they map it.  Rebuilds the opener list: entries with open handles
+ * stay as they are; closed ones become per-process mapper entries (watched)
+ * if the process still maps the region, and are dropped otherwise. */
 static void
-check_openers_mapping(CapshmStore *s, CapshmRegion *r)
+settle_closed_openers(CapshmStore *s, CapshmRegion *r)
 {
     if (!r->openers)
         return;
     GArray *old = r->openers;
-    GArray *kept = g_array_sized_new(FALSE, FALSE, sizeof(RegionOpener), 1);
+    GArray *kept = g_array_sized_new(FALSE, FALSE, sizeof(RegionOpener), old->len);
     for (guint i = 0; i < old->len; i++) {
         RegionOpener o = g_array_index(old, RegionOpener, i);
+        if (o.opens > 0) {
+            g_array_append_val(kept, o);
+            continue;
+        }
         pid_t tgid = o.tgid;
         if (!o.maps) {
             tgid = (o.tgid > 0 && s->proc.tgid_of) ? s->proc.tgid_of(s->proc.data, o.tgid) : 0;
@@ -590,8 +597,10 @@ check_openers_mapping(CapshmStore *s, CapshmRegion *r)
                 continue;
         }
         gboolean dup = FALSE;
-        for (guint j = 0; j < kept->len; j++)
-            dup |= g_array_index(kept, RegionOpener, j).tgid == tgid;
+        for (guint j = 0; j < kept->len; j++) {
+            const RegionOpener *k = &g_array_index(kept, RegionOpener, j);
+            dup |= k->maps && k->tgid == tgid;
+        }
         if (dup) {
             if (o.maps && s->proc.unwatch)
                 s->proc.unwatch(s->proc.data, tgid);
@@ -618,14 +627,15 @@ store_released(CapshmStore *s, CapshmRegion *r, pid_t tid, bool writable)
     RegionOpener *o = opener_find(r, tid);
     if (o && o->opens > 0)
         o->opens--;
-    if (r->open_count == 0) {
-        if (s->mappings_outlive_handles) {
-            check_openers_mapping(s, r);
-        } else if (r->openers) {
+    if (s->mappings_outlive_handles) {
+        if (o && o->opens == 0)
+            settle_closed_openers(s, r);
+    } else if (r->open_count == 0) {
+        if (r->openers) {
             g_array_free(r->openers, TRUE);
             r->openers = NULL;
         }
-    } else if (o && o->opens == 0 && !o->maps) {
+    } else if (o && o->opens == 0) {
         opener_remove_at(s, r, (guint)(o - &g_array_index(r->openers, RegionOpener, 0)));
     }
     reevaluate(s, r);

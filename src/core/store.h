@@ -101,7 +101,8 @@ int store_create(CapshmStore *s, const CapshmCaller *caller, const char *name,
                  mode_t mode, bool excl, CapshmRegion **out, bool *created);
 
 /* Remove @r's name (and its read-only name) at once; the memory stays for
- * current holders.  -EPERM if @via_ro. */
+ * current holders.  -ENOENT if already unlinked or destroyed.  (Refusing
+ * unlink through a read-only name is the caller's check.) */
 int store_unlink(CapshmStore *s, CapshmRegion *r);
 
 /* Regions visible to @uid in readdir (owned by @uid; all if @all),
