@@ -23,6 +23,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -189,6 +190,7 @@ ram_bytes(void)
     return pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
 }
 
+#ifdef HAVE_FUSE_PASSTHROUGH
 static bool
 has_cap_sys_admin(void)
 {
@@ -203,6 +205,7 @@ has_cap_sys_admin(void)
     fclose(f);
     return eff & (1ULL << 21);
 }
+#endif
 
 /* An explicit datapath=passthrough fails before mounting when it clearly
  * cannot work; the rest is probed after INIT. */
@@ -262,8 +265,10 @@ raise_fd_limit(void)
 static void
 clear_stale_mount(const char *mp)
 {
-    struct stat st;
-    if (stat(mp, &st) == 0 || errno != ENOTCONN)
+    /* statfs, not stat: the kernel may answer stat() of a dead FUSE root
+     * from its attribute cache, but always asks the daemon for statfs. */
+    struct statfs sfs;
+    if (statfs(mp, &sfs) == 0 || errno != ENOTCONN)
         return;
     if (umount2(mp, MNT_DETACH) == 0)
         g_message("%s: cleared a stale mount left by a daemon that died", mp);

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import BUILD, mounted
 
-POSIX_SHM = os.environ.get("CAPSHM_POSIX_HELPER",
+POSIX_SHM = os.path.abspath(os.environ.get("CAPSHM_POSIX_HELPER",
                            os.path.join(os.path.dirname(os.environ.get("CAPSHM_HELPER", os.path.join(
-                               BUILD, "tests/integration/helpers/shm-helper"))), "posix-shm"))
+                               BUILD, "tests/integration/helpers/shm-helper"))), "posix-shm")))
 
 
 def in_shm_namespace(mnt, script, timeout=30):
