@@ -432,9 +432,20 @@ run(Daemon *d, int ready_fd)
         report(ready_fd, errbuf);
         goto out_unmount;
     }
+    g_unix_signal_add(SIGTERM, on_signal, d);
+    g_unix_signal_add(SIGINT, on_signal, d);
+    g_unix_signal_add(SIGHUP, on_signal, d);
+    cfs_start_notifier(d->fs);
+    d->serving = true;
+    report(ready_fd, "ok");
+    ready_fd = -1;
+    if (!d->foreground) {
+        d->use_syslog = true;
+        detach_stdio();
+    }
+
     if (why)
         g_message("datapath=auto: using the cache data path: %s", why);
-    d->serving = true;
     g_message("mounted %s (datapath=%s, linger=%us, mint_ttl=%us, size=%" G_GUINT64_FORMAT
               ", quota=%" G_GUINT64_FORMAT ", max_regions=%u, names=%s)",
               d->mountpoint, cfs_datapath_name(d->fs), d->opts.linger_s, d->opts.mint_ttl_s,
@@ -442,17 +453,6 @@ run(Daemon *d, int ready_fd)
               d->opts.names == NAMES_MODE_ANY ? "any" : "capability");
     if (cfs_datapath(d->fs) == CFS_PATH_CACHE)
         relax_bdi(dev);
-
-    g_unix_signal_add(SIGTERM, on_signal, d);
-    g_unix_signal_add(SIGINT, on_signal, d);
-    g_unix_signal_add(SIGHUP, on_signal, d);
-    cfs_start_notifier(d->fs);
-    report(ready_fd, "ok");
-    ready_fd = -1;
-    if (!d->foreground) {
-        d->use_syslog = true;
-        detach_stdio();
-    }
 
     g_main_loop_run(d->loop);
     status = 0;

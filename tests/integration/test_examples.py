@@ -1,0 +1,173 @@
+"""The programs in examples/, each run as two processes on a real mount.
+
+Every example uses the same region layout, so each creator is also tried
+with another language's attacher.  The C example is compiled against the
+library in the build tree (it is not installed while tests run).
+"""
+import os
+import select
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import BUILD, CAPSHM_CLI, ROOT
+
+EXAMPLES = os.path.join(ROOT, "examples")
+LIBDIR = os.path.join(BUILD, "src/lib/.libs")
+NODE = shutil.which("node") or "/usr/bin/node"
+
+
+@pytest.fixture(scope="module")
+def c_share(tmp_path_factory):
+    """examples/c/share.c built with -I src/lib -L build/src/lib/.libs -lcapshm."""
+    out = str(tmp_path_factory.mktemp("c-example") / "share")
+    r = subprocess.run(["cc", "-Wall", "-Wextra", "-Werror",
+                        "-I", os.path.join(ROOT, "src/lib"),
+                        "-o", out, os.path.join(EXAMPLES, "c/share.c"),
+                        "-L", LIBDIR, "-lcapshm"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def argv_for(lang, c_share):
+    if lang == "c":
+        return [c_share]
+    if lang == "python":
+        return ["/usr/bin/python3", os.path.join(EXAMPLES, "python/share.py")]
+    if lang == "shell":
+        return ["/bin/sh", os.path.join(EXAMPLES, "shell/share.sh")]
+    if lang == "node":
+        if not os.access(NODE, os.X_OK):
+            pytest.fail("node is not installed (looked on PATH and at /usr/bin/node)")
+        return [NODE, os.path.join(EXAMPLES, "node/share.js")]
+    raise ValueError(lang)
+
+
+def example_env(mnt):
+    env = dict(os.environ)
+    env["CAPSHM_DIR"] = mnt.path
+    env["PATH"] = os.path.dirname(os.path.abspath(CAPSHM_CLI)) + os.pathsep + env.get("PATH", "")
+    env["LD_LIBRARY_PATH"] = LIBDIR + (os.pathsep + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    return env
+
+
+def first_line(proc, timeout=20.0):
+    """The creator's first stdout line (the region's name)."""
+    buf = b""
+    deadline = time.time() + timeout
+    fd = proc.stdout.fileno()
+    while b"\n" not in buf:
+        left = deadline - time.time()
+        assert left > 0, "no name from the creator within %.0fs (got %r)" % (timeout, buf)
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 4096)
+            assert chunk, "creator exited (%s) before printing a name: %s" % (
+                proc.wait(5), proc.stderr.read().decode(errors="replace"))
+            buf += chunk
+    line, rest = buf.split(b"\n", 1)
+    return line.decode(), rest
+
+
+def share(mnt, creator, attacher):
+    """Run `creator create` and `attacher attach NAME`; return both outputs."""
+    env = example_env(mnt)
+    proc = subprocess.Popen(creator + ["create"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, start_new_session=True)
+    try:
+        name, rest = first_line(proc)
+        assert len(name) == 26, name
+        assert os.path.exists(os.path.join(mnt.path, name))
+        a = subprocess.run(attacher + ["attach", name], capture_output=True, text=True,
+                           env=env, timeout=30)
+        assert a.returncode == 0, "attacher failed: %s" % a.stderr
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, "creator failed: %s" % err.decode(errors="replace")
+        return name, a.stdout, (rest + out).decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        for f in (proc.stdout, proc.stderr):
+            f.close()
+
+
+WHO = {"c": "C", "python": "Python", "shell": "sh", "node": "Node"}
+
+
+def check_exchange(creator_lang, attacher_lang, creator_pid_free_out, attach_out):
+    # The attacher saw the creator's bytes, and the creator saw the reply.
+    assert attach_out.startswith("message: hello from %s, pid " % WHO[creator_lang]), attach_out
+    assert "reply: thanks from %s, pid " % WHO[attacher_lang] in creator_pid_free_out, creator_pid_free_out
+
+
+@pytest.mark.parametrize("lang", ["c", "python", "shell", "node"])
+def test_example(mnt, c_share, lang):
+    argv = argv_for(lang, c_share)
+    name, attach_out, creator_out = share(mnt, argv, argv)
+    check_exchange(lang, lang, creator_out, attach_out)
+    if lang == "shell":
+        # share.sh removes its region when it is done.
+        assert not os.path.exists(os.path.join(mnt.path, name))
+
+
+@pytest.mark.parametrize("creator,attacher", [
+    ("c", "python"), ("python", "node"), ("node", "shell"), ("shell", "c"),
+])
+def test_examples_talk_to_each_other(mnt, c_share, creator, attacher):
+    name, attach_out, creator_out = share(mnt, argv_for(creator, c_share), argv_for(attacher, c_share))
+    check_exchange(creator, attacher, creator_out, attach_out)
+
+
+@pytest.mark.parametrize("lang", ["c", "python", "shell", "node"])
+def test_example_usage(c_share, lang):
+    r = subprocess.run(argv_for(lang, c_share) + ["bogus"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_example_attach_missing_region(mnt, c_share):
+    env = example_env(mnt)
+    r = subprocess.run(argv_for("c", c_share) + ["attach", "a" * 26], capture_output=True,
+                       text=True, env=env, timeout=30)
+    assert r.returncode == 1 and "No such file or directory" in r.stderr
+
+
+def test_c_example_makefile(tmp_path):
+    """examples/c/Makefile builds with `pkg-config capshm` (pointed at the build tree)."""
+    pc = tmp_path / "pc"
+    pc.mkdir()
+    (pc / "capshm.pc").write_text(
+        "Name: capshm\nDescription: test\nVersion: 0\n"
+        "Libs: -L%s -lcapshm\nCflags: -I%s\n" % (LIBDIR, os.path.join(ROOT, "src/lib")))
+    work = tmp_path / "c"
+    shutil.copytree(os.path.join(EXAMPLES, "c"), str(work))
+    env = dict(os.environ, PKG_CONFIG_PATH=str(pc))
+    r = subprocess.run(["make", "-C", str(work)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.access(str(work / "share"), os.X_OK)
+
+
+def test_libcapshm_man_page_example(mnt, tmp_path):
+    """The program in libcapshm(3) EXAMPLES compiles and runs."""
+    with open(os.path.join(ROOT, "man/libcapshm.3")) as f:
+        roff = f.read()
+    code = roff.split("\n.EX\n", 1)[1].split("\n.EE\n", 1)[0]
+    code = code.replace("\\-", "-").replace("\\e", "\\")
+    src = tmp_path / "demo.c"
+    src.write_text(code + "\n")
+    exe = str(tmp_path / "demo")
+    r = subprocess.run(["cc", "-Wall", "-Wextra", "-Werror", "-I", os.path.join(ROOT, "src/lib"),
+                        "-o", exe, str(src), "-L", LIBDIR, "-lcapshm"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([exe], input="\n", capture_output=True, text=True, env=example_env(mnt),
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("read-write name: ") and len(lines[0].split()[-1]) == 26
+    if mnt.datapath == "passthrough":
+        assert lines[1].startswith("read-only name:  ")
+    else:
+        assert len(lines) == 1
