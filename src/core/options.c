@@ -237,8 +237,10 @@ options_finish(CapshmOptions *o, uint64_t ram_bytes, bool is_root, GError **erro
     (void)error;
     if (!o->size_set)
         o->size_bytes = ram_bytes / 2 ? ram_bytes / 2 : (uint64_t)1 << 30;
-    if (!o->quota_set || o->quota_bytes > o->size_bytes)
-        o->quota_bytes = o->quota_set ? MIN(o->quota_bytes, o->size_bytes) : o->size_bytes;
+    /* A quota above size is kept: each uid may use up to quota, and the
+     * mount's size (ENOSPC) is what stops it first. */
+    if (!o->quota_set)
+        o->quota_bytes = o->size_bytes;
     if (o->allow_other < 0)
         o->allow_other = is_root ? 1 : 0;
     return 0;

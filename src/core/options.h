@@ -47,7 +47,8 @@ void options_clear(CapshmOptions *o);
 int options_parse(CapshmOptions *o, const char *optstr, GError **error);
 
 /* Fill defaults that depend on the machine: size = half of @ram_bytes,
- * quota = size (a quota larger than size is capped to size); allow_other
+ * quota = size unless set (a larger quota is kept: size then answers
+ * ENOSPC first); allow_other
  * defaults to @is_root.  Always returns 0. */
 int options_finish(CapshmOptions *o, uint64_t ram_bytes, bool is_root, GError **error);
 

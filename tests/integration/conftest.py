@@ -10,8 +10,10 @@ Environment (set by scripts/test; defaults point at an in-tree build/):
 Every mount is made by the `mount` factory fixture and is always unmounted
 and its daemon killed at teardown, even when the test fails.
 """
+import errno
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -178,3 +180,249 @@ def py_as_user(uid, code, *args, **kw):
     kw.setdefault("text", True)
     kw.setdefault("timeout", 30)
     return as_user(uid, ["/usr/bin/python3", "-c", code] + [str(a) for a in args], **kw)
+
+
+# --- helpers for tests that run other processes ------------------------------
+
+# Exit status of a process killed by SIGBUS, as subprocess reports it.
+SIGBUS_STATUS = -signal.SIGBUS
+
+
+def user_argv(uid, argv):
+    """argv prefixed so that it runs as uid (gid = uid, no supplementary groups)."""
+    return ["setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups", "--"] + list(argv)
+
+
+def run_helper(*args, timeout=30, check=True, uid=None):
+    """Run shm-helper with args; returns CompletedProcess (text).  check: rc must be 0."""
+    argv = [HELPER] + [str(a) for a in args]
+    if uid is not None:
+        argv = user_argv(uid, argv)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert r.returncode == 0, "shm-helper %s: rc=%s stderr=%s" % (args, r.returncode, r.stderr)
+    return r
+
+
+def gone(path):
+    """True when path does not exist (ENOENT), False when it does."""
+    try:
+        os.stat(path)
+        return False
+    except FileNotFoundError:
+        return True
+
+
+def errno_name(fn):
+    """Call fn; return the errno name it raised ("EACCES"...), or "OK"."""
+    try:
+        fn()
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+    return "OK"
+
+
+class Child:
+    """A child process spoken to line by line; always SIGKILLed at teardown."""
+
+    def __init__(self, argv, uid=None, stdin=subprocess.PIPE, **kw):
+        argv = [str(a) for a in argv]
+        if uid is not None:
+            argv = user_argv(uid, argv)
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, **kw)
+        self._buf = b""
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def readline(self, timeout=10.0):
+        """The next stdout line (without newline); AssertionError on EOF or timeout."""
+        deadline = time.time() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.time()
+            if left <= 0:
+                raise AssertionError("%s: no line within %.1fs (got %r)" % (self.argv, timeout, self._buf))
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self.proc.wait(5)
+                raise AssertionError("%s: exited (%s) before a line; stderr=%s" %
+                                     (self.argv, self.proc.returncode, self.stderr()))
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+    def expect(self, want, timeout=10.0):
+        got = self.readline(timeout)
+        assert got == want, "%s: expected %r, got %r" % (self.argv, want, got)
+        return self
+
+    def send(self, line):
+        self.proc.stdin.write((line + "\n").encode())
+        self.proc.stdin.flush()
+
+    def cmd(self, line, timeout=10.0):
+        """Send one command line, return the one-line answer."""
+        self.send(line)
+        return self.readline(timeout)
+
+    def wait(self, timeout=10.0):
+        """Wait for exit; returns the status."""
+        return self.proc.wait(timeout)
+
+    def stderr(self):
+        if self.proc.poll() is None:
+            return "(still running)"
+        try:
+            return self.proc.stderr.read().decode(errors="replace")
+        except (OSError, ValueError):
+            return ""
+
+    def kill(self):
+        """SIGKILL and reap (no-op if already gone)."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                if f:
+                    f.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def children():
+    """spawn(argv, uid=None, ready=False) -> Child; every child is SIGKILLed at teardown.
+
+    ready=True waits for the child's first line to be "ready" (shm-helper's
+    map-hold/open-hold/futex-wait protocol)."""
+    kids = []
+
+    def spawn(argv, uid=None, ready=False, **kw):
+        c = Child(argv, uid=uid, **kw)
+        kids.append(c)
+        if ready:
+            c.expect("ready")
+        return c
+
+    yield spawn
+    for c in kids:
+        c.kill()
+
+
+def helper_argv(*args):
+    return [HELPER] + [str(a) for a in args]
+
+
+# A small Python agent that runs as another uid and does what it is told,
+# one JSON request per line: ["create", mode, size] -> name (held open);
+# ["open", name, flags] (held); ["close", name]; ["chmod", name, mode];
+# ["listdir"]; ["read", name, off, len] -> hex; ["getxattr", name, key];
+# ["setxattr", name, key, value]; ["unlink", name]; ["mint"] -> name.
+# The answer is {"ok": value} or {"errno": "EACCES"}.
+AGENT_CODE = r'''
+import errno, json, os, sys
+mnt = sys.argv[1]
+fds = {}
+def p(n): return os.path.join(mnt, n)
+def do(req):
+    op = req[0]
+    if op == "mint":
+        with open(p(".new")) as f:
+            return f.read().strip()
+    if op == "create":
+        with open(p(".new")) as f:
+            name = f.read().strip()
+        fd = os.open(p(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, req[1])
+        if req[2]:
+            os.ftruncate(fd, req[2])
+        fds.setdefault(name, []).append(fd)
+        return name
+    if op == "create_named":
+        fd = os.open(p(req[1]), os.O_RDWR | os.O_CREAT | os.O_EXCL, req[2])
+        fds.setdefault(req[1], []).append(fd)
+        return req[1]
+    if op == "open":
+        fd = os.open(p(req[1]), req[2])
+        fds.setdefault(req[1], []).append(fd)
+        return fd
+    if op == "close":
+        for fd in fds.pop(req[1], []):
+            os.close(fd)
+        return None
+    if op == "chmod":
+        os.chmod(p(req[1]), req[2]); return None
+    if op == "listdir":
+        return sorted(os.listdir(mnt))
+    if op == "read":
+        fd = os.open(p(req[1]), os.O_RDONLY)
+        try:
+            return os.pread(fd, req[3], req[2]).hex()
+        finally:
+            os.close(fd)
+    if op == "getxattr":
+        return os.getxattr(p(req[1]), req[2]).decode()
+    if op == "setxattr":
+        os.setxattr(p(req[1]), req[2], req[3].encode()); return None
+    if op == "unlink":
+        os.unlink(p(req[1])); return None
+    if op == "stats":
+        with open(p(".stats")) as f:
+            return json.load(f)
+    raise ValueError("unknown op %r" % op)
+print(json.dumps({"ok": "ready"}), flush=True)
+for line in sys.stdin:
+    try:
+        ans = {"ok": do(json.loads(line))}
+    except OSError as e:
+        ans = {"errno": errno.errorcode.get(e.errno, str(e.errno))}
+    print(json.dumps(ans), flush=True)
+'''
+
+
+class Agent:
+    """A process running as another uid that performs file operations on request."""
+
+    def __init__(self, child):
+        self.child = child
+        assert json.loads(child.readline(20)) == {"ok": "ready"}
+
+    def call(self, *req):
+        """Returns the value, or raises OSError with the errno the agent got."""
+        ans = json.loads(self.child.cmd(json.dumps(list(req)), timeout=20))
+        if "errno" in ans:
+            e = getattr(errno, ans["errno"], 0)
+            raise OSError(e, "%s (as agent): %s" % (req[0], ans["errno"]))
+        return ans["ok"]
+
+    def errno_of(self, *req):
+        """The errno name a request fails with, or "OK"."""
+        return errno_name(lambda: self.call(*req))
+
+
+@pytest.fixture
+def agents(children):
+    """agent(uid, mount) -> Agent running as uid, killed at teardown."""
+    def make(uid, mount):
+        return Agent(children(["/usr/bin/python3", "-c", AGENT_CODE, mount.path], uid=uid))
+    return make
+
+
+def daemon_bug(request, reason, when=True):
+    """Mark the running test as a known daemon bug (strict xfail) when `when`:
+    it must fail while the bug is there, and turns red (XPASS) once fixed."""
+    if when:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason="daemon bug: " + reason))

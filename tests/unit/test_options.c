@@ -417,22 +417,23 @@ START_TEST(test_finish_explicit_values)
 }
 END_TEST
 
-START_TEST(test_finish_quota_capped)
+START_TEST(test_finish_quota_above_size_kept)
 {
-    /* Explicit quota above an explicit size is capped, whatever the order. */
+    /* An explicit quota above the size is kept (size answers ENOSPC first),
+     * whatever the order. */
     parse_ok("quota=16G,size=2G");
     ck_assert_int_eq(options_finish(&opts, 64 * GiB, false, NULL), 0);
     ck_assert_uint_eq(opts.size_bytes, 2 * GiB);
-    ck_assert_uint_eq(opts.quota_bytes, 2 * GiB);
+    ck_assert_uint_eq(opts.quota_bytes, 16 * GiB);
 
-    /* Explicit quota above the RAM-derived size is capped too. */
+    /* Likewise above the RAM-derived size. */
     CapshmOptions o;
     options_init(&o);
     GError *err = NULL;
     ck_assert_int_eq(options_parse(&o, "quota=100G", &err), 0);
     ck_assert_int_eq(options_finish(&o, 8 * GiB, false, NULL), 0);
     ck_assert_uint_eq(o.size_bytes, 4 * GiB);
-    ck_assert_uint_eq(o.quota_bytes, 4 * GiB);
+    ck_assert_uint_eq(o.quota_bytes, 100 * GiB);
     options_clear(&o);
 }
 END_TEST
@@ -467,7 +468,7 @@ options_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_finish_defaults);
     tcase_add_test(tc, test_finish_explicit_values);
-    tcase_add_test(tc, test_finish_quota_capped);
+    tcase_add_test(tc, test_finish_quota_above_size_kept);
     suite_add_tcase(s, tc);
     return s;
 }
