@@ -171,3 +171,41 @@ def test_libcapshm_man_page_example(mnt, tmp_path):
         assert lines[1].startswith("read-only name:  ")
     else:
         assert len(lines) == 1
+
+
+def test_program_built_against_the_installed_library(mnt, tmp_path):
+    """`make install` puts capshm.h, libcapshm and capshm.pc where pkg-config
+    finds them, and a program built with `pkg-config --cflags --libs capshm`
+    links and shares a region with another process."""
+    from conftest import CAPSHMFS
+    build = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(CAPSHMFS))))
+    dest = tmp_path / "dest"
+    r = subprocess.run(["make", "-C", build, "install", "DESTDIR=" + str(dest)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    pcs = [os.path.join(d, f) for d, _, fs in os.walk(str(dest)) for f in fs if f == "capshm.pc"]
+    assert len(pcs) == 1, pcs
+    env = dict(os.environ, PKG_CONFIG_LIBDIR=os.path.dirname(pcs[0]),
+               PKG_CONFIG_SYSROOT_DIR=str(dest))
+    r = subprocess.run(["pkg-config", "--cflags", "--libs", "capshm"], capture_output=True,
+                       text=True, env=env, timeout=30)
+    assert r.returncode == 0 and "-lcapshm" in r.stdout, r.stderr
+    exe = str(tmp_path / "share")
+    r = subprocess.run(["cc", "-Wall", "-Wextra", "-Werror", "-o", exe,
+                        os.path.join(EXAMPLES, "c/share.c")] + r.stdout.split(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    libdir = [a[2:] for a in subprocess.run(["pkg-config", "--libs-only-L", "capshm"],
+                                            capture_output=True, text=True, env=env).stdout.split()]
+    run_env = dict(example_env(mnt), LD_LIBRARY_PATH=":".join(libdir))
+    creator = subprocess.Popen([exe, "create"], stdout=subprocess.PIPE, stdin=subprocess.PIPE,
+                               text=True, env=run_env)
+    try:
+        name = creator.stdout.readline().strip()
+        assert len(name) == 26, name
+        r = subprocess.run([exe, "attach", name], capture_output=True, text=True, env=run_env,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+    finally:
+        creator.kill()
+        creator.wait()
