@@ -31,6 +31,10 @@ DATAPATHS = [d for d in os.environ.get("CAPSHM_DATAPATHS", "passthrough,cache").
 # Extra command prefix for the daemon, e.g. "valgrind --error-exitcode=99".
 DAEMON_WRAPPER = os.environ.get("CAPSHM_DAEMON_WRAPPER", "").split()
 
+# Lines that must never appear in a daemon's log.
+DAEMON_LOG_ALARMS = ("capshmfs: critical:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "== Invalid ", "definitely lost")
+
 # An unprivileged uid/gid pair for tests that switch users.
 USER_A = 4001
 USER_B = 4002
@@ -150,11 +154,26 @@ def mount_factory(tmp_path):
         return m.start()
 
     yield make
+    problems = []
     for m in mounts:
-        m.stop(signal.SIGKILL if m.proc and m.proc.poll() is None else signal.SIGTERM)
+        was_running = m.proc is not None and m.proc.poll() is None
+        status = m.stop(signal.SIGTERM)
         if mounted(m.path):
             subprocess.run(["umount", "-l", m.path], stderr=subprocess.DEVNULL)
         shutil.rmtree(m.path, ignore_errors=True)
+        # A daemon that was still serving must shut down cleanly (valgrind and
+        # the sanitizers report through the exit status and the log) and
+        # must never have logged a critical.
+        log = m.log()
+        if was_running and status != 0:
+            problems.append("daemon exited with %s on SIGTERM" % status)
+        for marker in DAEMON_LOG_ALARMS:
+            if marker in log:
+                problems.append("daemon log has %r" % marker)
+        if problems:
+            problems.append("log of %s:\n%s" % (m.path, log[-4000:]))
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(params=DATAPATHS)
