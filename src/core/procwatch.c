@@ -189,6 +189,30 @@ on_gone(gpointer data)
     return fire_exit(data);
 }
 
+/* True while process @pid exists and is not a zombie. */
+static bool
+process_alive(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* "pid (comm) STATE ..." */
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X' && p[2] != '\0';
+}
+
+/* Without a pidfd: look once a second whether the process is still there. */
+static gboolean
+on_poll_alive(gpointer data)
+{
+    Watch *w = data;
+    return process_alive(w->tgid) ? G_SOURCE_CONTINUE : fire_exit(w);
+}
+
 static void
 op_watch(void *data, pid_t tgid)
 {
@@ -205,10 +229,16 @@ op_watch(void *data, pid_t tgid)
     w->pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
     if (w->pidfd >= 0) {
         w->source = g_unix_fd_add(w->pidfd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_pidfd, w);
-    } else {
+    } else if (errno == ESRCH) {
         /* Already gone: report it from the main loop rather than re-entering
          * the store from inside its own call. */
         w->source = g_idle_add(on_gone, w);
+    } else {
+        /* No pidfd for a live process (EMFILE, or ENOSYS on old kernels and
+         * under valgrind): calling it gone would drop a live mapper.  Poll
+         * for its exit instead. */
+        g_debug("pidfd_open(%d): %s; polling for its exit", (int)tgid, g_strerror(errno));
+        w->source = g_timeout_add_seconds(1, on_poll_alive, w);
     }
     g_hash_table_insert(pw->watches, GINT_TO_POINTER(tgid), w);
 }

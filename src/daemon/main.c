@@ -470,8 +470,9 @@ out_session:
     if (d->tick_source)
         g_source_remove(d->tick_source);
     store_set_destroy_hook(d->store, NULL, NULL);
-    store_free(d->store);
+    /* cfs borrows the store (cfs_free unhooks itself from it): free it first. */
     cfs_free(d->fs);
+    store_free(d->store);
     procwatch_free(d->procwatch);
     fuse_session_destroy(d->se);
     free(d->buf.mem);
@@ -479,8 +480,8 @@ out_session:
         g_main_loop_unref(d->loop);
     return status;
 out:
-    store_free(d->store);
     cfs_free(d->fs);
+    store_free(d->store);
     if (ready_fd >= 0)
         close(ready_fd);
     return status;
@@ -520,6 +521,8 @@ main(int argc, char **argv)
     for (char **o = opt_strings; o && *o; o++) {
         if (options_parse(&d.opts, *o, &err) < 0) {
             fprintf(stderr, "capshmfs: %s\n", err->message);
+            g_error_free(err);
+            options_clear(&d.opts);
             return 1;
         }
     }
@@ -534,6 +537,7 @@ main(int argc, char **argv)
         /* A dead mount answers ENOTCONN: keep the path as given. */
         if (errno != ENOTCONN) {
             fprintf(stderr, "capshmfs: %s: %s\n", mp, strerror(errno));
+            options_clear(&d.opts);
             return 1;
         }
         g_strlcpy(real, mp, sizeof real);
@@ -541,6 +545,7 @@ main(int argc, char **argv)
         struct stat st;
         if (stat(real, &st) == 0 && !S_ISDIR(st.st_mode)) {
             fprintf(stderr, "capshmfs: %s: not a directory\n", mp);
+            options_clear(&d.opts);
             return 1;
         }
     }
@@ -550,6 +555,8 @@ main(int argc, char **argv)
         const char *why = passthrough_precheck();
         if (why) {
             fprintf(stderr, "capshmfs: %s\n", why);
+            options_clear(&d.opts);
+            g_free(d.mountpoint);
             return 1;
         }
     }

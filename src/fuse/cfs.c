@@ -70,6 +70,7 @@ struct CapshmFs {
     CfsDataPath path;
     struct fuse_session *se;
     GHashTable *nodes; /* ino -> CfsNode* (owned) */
+    GHashTable *files; /* every open CfsFile (owned): unmount sends no RELEASE */
     Notifier *notifier;
     bool init_done;
     bool passthrough_negotiated;
@@ -77,9 +78,13 @@ struct CapshmFs {
     gid_t owner_gid;
     struct timespec mount_time;
     uint64_t requests;
+    /* Set while UNLINK runs: a region destroyed there needs no inode
+     * invalidation, the kernel drops its unlinked (nlink 0) inode itself. */
+    bool in_unlink;
 };
 
 static void on_region_destroyed(CapshmRegion *r, void *data);
+static void file_free(CfsFile *f);
 
 static void
 node_free(gpointer p)
@@ -97,6 +102,7 @@ cfs_new(CapshmStore *store, CapshmDatapath want)
     fs->want = want;
     fs->path = CFS_PATH_CACHE;
     fs->nodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, node_free);
+    fs->files = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)file_free, NULL);
     fs->owner_uid = geteuid();
     fs->owner_gid = getegid();
     clock_gettime(CLOCK_REALTIME, &fs->mount_time);
@@ -111,6 +117,7 @@ cfs_free(CapshmFs *fs)
         return;
     cfs_stop_notifier(fs);
     store_set_destroy_hook(fs->store, NULL, NULL);
+    g_hash_table_destroy(fs->files); /* handles still open at unmount */
     g_hash_table_destroy(fs->nodes);
     g_free(fs);
 }
@@ -335,7 +342,8 @@ on_region_destroyed(CapshmRegion *r, void *data)
         if (r->ro_name)
             notifier_inval_entry(fs->notifier, CFS_ROOT_INO, r->ro_name);
     }
-    notifier_inval_inode(fs->notifier, r->ino, 0, 0);
+    if (!fs->in_unlink)
+        notifier_inval_inode(fs->notifier, r->ino, 0, 0);
     if (r->ro_ino)
         notifier_inval_inode(fs->notifier, r->ro_ino, 0, 0);
 }
@@ -532,7 +540,9 @@ cfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (is_ro)
         return reply_err(req, EPERM);
     char *ro_name = r->ro_name ? g_strdup(r->ro_name) : NULL;
+    fs->in_unlink = true;
     int rc = store_unlink(fs->store, r);
+    fs->in_unlink = false;
     if (rc == 0 && ro_name)
         notifier_inval_entry(fs->notifier, CFS_ROOT_INO, ro_name);
     g_free(ro_name);
@@ -619,6 +629,7 @@ static void
 release_region_file(CapshmFs *fs, CfsFile *f)
 {
     store_released(fs->store, f->region, f->tid, f->writable);
+    g_hash_table_steal(fs->files, f);
     file_free(f);
 }
 
@@ -666,6 +677,7 @@ open_region(CapshmFs *fs, fuse_req_t req, CapshmRegion *r, bool is_ro,
     f->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
     store_opened(fs->store, r, f->tid, f->writable);
     fi->fh = (uint64_t)(uintptr_t)f;
+    g_hash_table_add(fs->files, f);
     *out = f;
     return 0;
 }
@@ -692,10 +704,11 @@ cfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         }
         CfsFile *f = text_file(text);
         fi->fh = (uint64_t)(uintptr_t)f;
+        g_hash_table_add(fs->files, f);
         fi->direct_io = 1; /* generated per open; size 0 in stat */
         fi->noflush = 1;   /* nothing to flush: saves a FLUSH round trip per close */
         if (fuse_reply_open(req, fi) != 0)
-            file_free(f);
+            g_hash_table_remove(fs->files, f);
         return;
     }
     if (ino == CFS_ROOT_INO)
@@ -794,8 +807,8 @@ cfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (f && f->kind == FH_REGION)
         release_region_file(fs, f);
-    else
-        file_free(f);
+    else if (f)
+        g_hash_table_remove(fs->files, f);
     reply_err(req, 0);
 }
 
@@ -926,8 +939,9 @@ cfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     for (guint i = 0; i < regions->len; i++)
         g_ptr_array_add(f->names, g_strdup(((CapshmRegion *)regions->pdata[i])->name));
     fi->fh = (uint64_t)(uintptr_t)f;
+    g_hash_table_add(fs->files, f);
     if (fuse_reply_open(req, fi) != 0)
-        file_free(f);
+        g_hash_table_remove(fs->files, f);
 }
 
 static void
@@ -962,7 +976,8 @@ static void
 cfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
-    file_free((CfsFile *)(uintptr_t)fi->fh);
+    CapshmFs *fs = fuse_req_userdata(req);
+    g_hash_table_remove(fs->files, (CfsFile *)(uintptr_t)fi->fh);
     reply_err(req, 0);
 }
 

@@ -191,8 +191,14 @@ def test_program_built_against_the_installed_library(mnt, tmp_path):
                        text=True, env=env, timeout=30)
     assert r.returncode == 0 and "-lcapshm" in r.stdout, r.stderr
     exe = str(tmp_path / "share")
+    # A sanitizer build's library needs the program built the same way.
+    san = []
+    with open(os.path.join(build, "Makefile")) as mk:
+        for line in mk:
+            if line.startswith("SAN_CFLAGS = "):
+                san = line.split("=", 1)[1].split()
     r = subprocess.run(["cc", "-Wall", "-Wextra", "-Werror", "-o", exe,
-                        os.path.join(EXAMPLES, "c/share.c")] + r.stdout.split(),
+                        os.path.join(EXAMPLES, "c/share.c")] + san + r.stdout.split(),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     libdir = [a[2:] for a in subprocess.run(["pkg-config", "--libs-only-L", "capshm"],
