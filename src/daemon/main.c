@@ -253,9 +253,21 @@ relax_bdi(dev_t dev)
 static void
 raise_fd_limit(void)
 {
-    /* One memfd per region: allow as many as the hard limit does. */
+    /* One memfd per region: allow as many as the kernel's fs.nr_open when we
+     * may raise the hard limit (CAP_SYS_RESOURCE), else the hard limit. */
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    g_autofree char *nr_open = NULL;
+    if (g_file_get_contents("/proc/sys/fs/nr_open", &nr_open, NULL, NULL)) {
+        rlim_t want = (rlim_t)g_ascii_strtoull(nr_open, NULL, 10);
+        if (want > rl.rlim_max) {
+            struct rlimit up = { want, want };
+            if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+                return;
+        }
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
