@@ -591,9 +591,13 @@ settle_closed_openers(CapshmStore *s, CapshmRegion *r)
         }
         pid_t tgid = o.tgid;
         if (!o.maps) {
-            tgid = (o.tgid > 0 && s->proc.tgid_of) ? s->proc.tgid_of(s->proc.data, o.tgid) : 0;
-            if (tgid <= 0 || !s->proc.maps_node ||
-                !s->proc.maps_node(s->proc.data, tgid, r->ino, r->ro_ino))
+            /* Ask the thread's maps first (they are its process's): most
+             * closers no longer map, and then the tgid is never needed. */
+            if (o.tgid <= 0 || !s->proc.maps_node ||
+                !s->proc.maps_node(s->proc.data, o.tgid, r->ino, r->ro_ino))
+                continue;
+            tgid = s->proc.tgid_of ? s->proc.tgid_of(s->proc.data, o.tgid) : o.tgid;
+            if (tgid <= 0)
                 continue;
         }
         gboolean dup = FALSE;

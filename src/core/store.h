@@ -40,7 +40,8 @@ typedef struct {
     /* Thread-group id of thread @tid, or 0 if gone/unknown. */
     pid_t (*tgid_of)(void *data, pid_t tid);
     /* True if process @tgid currently maps node @ino (or @ro_ino, if nonzero)
-     * of the mount. */
+     * of the mount.  A thread id must answer for its process, as
+     * /proc/TID/maps does. */
     bool (*maps_node)(void *data, pid_t tgid, uint64_t ino, uint64_t ro_ino);
     /* Start/stop watching @tgid; when it exits the owner calls
      * store_process_exited(). */

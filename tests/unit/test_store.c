@@ -68,6 +68,8 @@ fake_maps_node(void *data, pid_t tgid, uint64_t ino, uint64_t ro_ino)
 {
     FakeProc *fp = data;
     fp->maps_calls++;
+    /* Like /proc/TID/maps: a thread id shows its process's mappings. */
+    tgid = fake_tgid_of(data, tgid);
     for (guint i = 0; i < fp->maps->len; i++) {
         FakeMap *m = &g_array_index(fp->maps, FakeMap, i);
         if (m->tgid == tgid && (m->ino == ino || (ro_ino && m->ino == ro_ino)))
