@@ -865,7 +865,8 @@ append_usage(const QuotaUsage *u, void *data)
 }
 
 char *
-store_stats_json(CapshmStore *s, uid_t uid, bool is_root, const char *datapath)
+store_stats_json(CapshmStore *s, uid_t uid, bool is_root, const char *datapath,
+                 uint64_t requests)
 {
     GString *js = g_string_new(NULL);
     QuotaUsage mine = quota_usage(s->quota, uid);
@@ -874,12 +875,13 @@ store_stats_json(CapshmStore *s, uid_t uid, bool is_root, const char *datapath)
         ",\"lingering\":%u,\"pinned\":%u,\"created\":%" G_GUINT64_FORMAT
         ",\"destroyed\":%" G_GUINT64_FORMAT ",\"expired_mints\":%" G_GUINT64_FORMAT
         ",\"size_bytes\":%" G_GUINT64_FORMAT ",\"linger\":%u,\"mint_ttl\":%u"
+        ",\"requests\":%" G_GUINT64_FORMAT
         ",\"uid\":{\"uid\":%u,\"regions\":%u,\"bytes\":%" G_GUINT64_FORMAT
         ",\"quota_bytes\":%" G_GUINT64_FORMAT ",\"max_regions\":%u}",
         PACKAGE_VERSION, datapath, store_region_count(s), quota_total_bytes(s->quota),
         store_count_in_state(s, REGION_LINGERING), store_count_in_state(s, REGION_PINNED),
         s->counters.created, s->counters.destroyed, s->counters.expired_mints,
-        quota_size_limit(s->quota), s->opts.linger_s, s->opts.mint_ttl_s,
+        quota_size_limit(s->quota), s->opts.linger_s, s->opts.mint_ttl_s, requests,
         (unsigned)uid, mine.regions, mine.bytes, quota_bytes_limit(s->quota),
         quota_regions_limit(s->quota));
     if (is_root) {

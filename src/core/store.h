@@ -165,5 +165,7 @@ GArray *store_holder_pids(CapshmStore *s, CapshmRegion *r);
 /* --- reporting ---------------------------------------------------------- */
 
 /* The .stats JSON for @uid (with per_uid if @is_root); @datapath is
- * "passthrough" or "cache".  Caller frees. */
-char *store_stats_json(CapshmStore *s, uid_t uid, bool is_root, const char *datapath);
+ * "passthrough" or "cache"; @requests is the FUSE requests served so far.
+ * Caller frees. */
+char *store_stats_json(CapshmStore *s, uid_t uid, bool is_root, const char *datapath,
+                       uint64_t requests);

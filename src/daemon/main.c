@@ -139,6 +139,7 @@ drain_requests(Daemon *d)
                 g_warning("reading from the FUSE device: %s", g_strerror(-res));
             return false;
         }
+        cfs_note_request(d->fs);
         fuse_session_process_buf(d->se, &d->buf);
         if (fuse_session_exited(d->se))
             return false;

@@ -130,7 +130,7 @@ cfs_datapath_name(const CapshmFs *fs)
 {
     return fs->path == CFS_PATH_PASSTHROUGH ? "passthrough" : "cache";
 }
-uint64_t cfs_request_count(const CapshmFs *fs) { return fs->requests; }
+void cfs_note_request(CapshmFs *fs) { fs->requests++; }
 
 void
 cfs_start_notifier(CapshmFs *fs)
@@ -391,7 +391,6 @@ static void
 cfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     if (parent != CFS_ROOT_INO)
         return reply_err(req, parent == CFS_NEW_INO || parent == CFS_STATS_INO ||
                                       node_find(fs, parent) ? ENOTDIR : ENOENT);
@@ -449,7 +448,6 @@ cfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)fi;
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     struct stat st;
     if (is_static_ino(ino)) {
         fill_static_attr(fs, ino, &st);
@@ -479,7 +477,6 @@ cfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 {
     (void)fi;
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     if (is_static_ino(ino))
         return reply_err(req, EPERM);
     bool is_ro = false;
@@ -527,7 +524,6 @@ static void
 cfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     if (parent != CFS_ROOT_INO)
         return reply_err(req, ENOENT);
     if (names_is_control(name))
@@ -552,8 +548,6 @@ cfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void
 cfs_refuse(fuse_req_t req)
 {
-    CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     reply_err(req, EPERM);
 }
 
@@ -686,7 +680,6 @@ static void
 cfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     if (ino == CFS_NEW_INO || ino == CFS_STATS_INO) {
         if (wants_write(fi->flags))
             return reply_err(req, EACCES);
@@ -700,7 +693,7 @@ cfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             text = g_strdup_printf("%s\n", name);
         } else {
             text = store_stats_json(fs->store, ctx->uid, ctx->uid == 0,
-                                    cfs_datapath_name(fs));
+                                    cfs_datapath_name(fs), fs->requests);
         }
         CfsFile *f = text_file(text);
         fi->fh = (uint64_t)(uintptr_t)f;
@@ -760,7 +753,6 @@ cfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
            struct fuse_file_info *fi)
 {
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     if (parent != CFS_ROOT_INO)
         return reply_err(req, ENOTDIR);
     if (strlen(name) > NAMES_MAX)
@@ -803,7 +795,6 @@ cfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (f && f->kind == FH_REGION)
         release_region_file(fs, f);
@@ -833,8 +824,6 @@ static void
 cfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)ino;
-    CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (!f)
         return reply_err(req, EBADF);
@@ -865,7 +854,6 @@ cfs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
 {
     (void)ino;
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (!f || f->kind != FH_REGION)
         return reply_err(req, EBADF);
@@ -899,7 +887,6 @@ cfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 {
     (void)fi;
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     bool is_ro = false;
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     if (!r)
@@ -922,7 +909,6 @@ static void
 cfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     if (ino != CFS_ROOT_INO)
         return reply_err(req, ENOTDIR);
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -948,8 +934,6 @@ static void
 cfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)ino;
-    CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (!f || f->kind != FH_DIR)
         return reply_err(req, EBADF);
@@ -986,7 +970,6 @@ cfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     (void)ino;
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     Quota *q = store_quota(fs->store);
     struct statvfs sv = { 0 };
     sv.f_bsize = sv.f_frsize = 4096;
@@ -1027,7 +1010,6 @@ static void
 cfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     bool is_ro = false;
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     if (!r)
@@ -1088,7 +1070,6 @@ cfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value
 {
     (void)flags;
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     bool is_ro = false;
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     if (!r)
@@ -1117,7 +1098,6 @@ static void
 cfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
     CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     bool is_ro = false;
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     GString *s = g_string_new(NULL);
@@ -1145,8 +1125,6 @@ static void
 cfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
     (void)ino; (void)name;
-    CapshmFs *fs = fuse_req_userdata(req);
-    fs->requests++;
     reply_err(req, strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0 ? EINVAL : ENOTSUP);
 }
 

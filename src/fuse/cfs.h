@@ -51,5 +51,6 @@ void cfs_start_notifier(CapshmFs *fs);
 /* Stop sending invalidations (at shutdown, before the store is freed). */
 void cfs_stop_notifier(CapshmFs *fs);
 
-/* Number of requests answered, for .stats. */
-uint64_t cfs_request_count(const CapshmFs *fs);
+/* Count one FUSE request (the daemon calls it per request it reads);
+ * .stats reports the total as "requests". */
+void cfs_note_request(CapshmFs *fs);

@@ -206,3 +206,15 @@ def test_requests_at_start_up_see_the_settled_data_path(bare_mountpoint, datapat
     assert seen, "the mount never answered"
     assert set(seen) == {datapath}, "answers before the data path settled: %s" % sorted(set(seen))
     assert status == 0
+
+
+def test_stats_counts_fuse_requests(mnt):
+    """.stats reports the FUSE requests served; a stat of a missing name is
+    one LOOKUP more."""
+    before = mnt.stats()["requests"]
+    for _ in range(5):
+        assert not os.path.exists(mnt.p("a" * 26))
+    after = mnt.stats()["requests"]
+    # 5 LOOKUPs, plus the OPEN/READ/RELEASE of reading .stats itself.
+    assert after - before >= 5, (before, after)
+    assert after - before <= 5 + 8, (before, after)

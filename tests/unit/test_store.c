@@ -1298,8 +1298,9 @@ START_TEST(test_stats_json)
     ck_assert_int_eq(store_unlink(env.s, gone), 0);
     store_released(env.s, gone, 100, true);
 
-    g_autofree char *js = store_stats_json(env.s, 1000, false, "cache");
+    g_autofree char *js = store_stats_json(env.s, 1000, false, "cache", 42);
     ck_assert(json_valid(js));
+    ck_assert_has(js, "\"requests\":42");
     ck_assert_has(js, "\"version\":\"" PACKAGE_VERSION "\"");
     ck_assert_has(js, "\"datapath\":\"cache\"");
     ck_assert_has(js, "\"regions\":2,");
@@ -1313,12 +1314,12 @@ START_TEST(test_stats_json)
                       "\"quota_bytes\":524288,\"max_regions\":4}");
     ck_assert(strstr(js, "per_uid") == NULL); /* not for non-root */
 
-    g_autofree char *other = store_stats_json(env.s, 2000, false, "passthrough");
+    g_autofree char *other = store_stats_json(env.s, 2000, false, "passthrough", 0);
     ck_assert(json_valid(other));
     ck_assert_has(other, "\"datapath\":\"passthrough\"");
     ck_assert_has(other, "\"uid\":{\"uid\":2000,\"regions\":1,\"bytes\":0,");
 
-    g_autofree char *root = store_stats_json(env.s, 0, true, "cache");
+    g_autofree char *root = store_stats_json(env.s, 0, true, "cache", 0);
     ck_assert(json_valid(root));
     ck_assert_has(root, "\"uid\":{\"uid\":0,\"regions\":0,\"bytes\":0,");
     ck_assert_has(root, "\"per_uid\":[{\"uid\":1000,\"regions\":1,\"bytes\":4096");
@@ -1326,7 +1327,7 @@ START_TEST(test_stats_json)
 
     /* A lingering region counts as a live region and as lingering. */
     store_released(env.s, r, 100, true);
-    g_autofree char *after = store_stats_json(env.s, 1000, false, "cache");
+    g_autofree char *after = store_stats_json(env.s, 1000, false, "cache", 0);
     ck_assert(json_valid(after));
     ck_assert_has(after, "\"regions\":2,");
     ck_assert_has(after, "\"lingering\":1");
@@ -1335,7 +1336,7 @@ END_TEST
 
 START_TEST(test_stats_json_empty)
 {
-    g_autofree char *js = store_stats_json(env.s, 0, true, "cache");
+    g_autofree char *js = store_stats_json(env.s, 0, true, "cache", 0);
     ck_assert(json_valid(js));
     ck_assert_has(js, "\"regions\":0,");
     ck_assert_has(js, "\"per_uid\":[]");
