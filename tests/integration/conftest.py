@@ -23,7 +23,26 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.path.join(ROOT, "build")
+# The build under test: $CAPSHM_BUILD, else the one $CAPSHMFS lives in, else build/.
+BUILD = os.environ.get("CAPSHM_BUILD") or (
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(os.environ["CAPSHMFS"]))))
+    if os.environ.get("CAPSHMFS") else os.path.join(ROOT, "build"))
+
+
+def _san_cflags():
+    """The sanitizer flags the build under test was configured with: programs
+    the tests compile against its libcapshm must use the same."""
+    try:
+        with open(os.path.join(BUILD, "Makefile")) as f:
+            for line in f:
+                if line.startswith("SAN_CFLAGS = "):
+                    return line.split("=", 1)[1].split()
+    except OSError:
+        pass
+    return []
+
+
+SAN_CFLAGS = _san_cflags()
 CAPSHMFS = os.environ.get("CAPSHMFS", os.path.join(BUILD, "src/daemon/capshmfs"))
 CAPSHM_CLI = os.environ.get("CAPSHM_CLI", os.path.join(BUILD, "src/cli/capshm"))
 HELPER = os.environ.get("CAPSHM_HELPER", os.path.join(BUILD, "tests/integration/helpers/shm-helper"))

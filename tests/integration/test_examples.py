@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, CAPSHM_CLI, ROOT
+from conftest import BUILD, CAPSHM_CLI, ROOT, SAN_CFLAGS
 
 EXAMPLES = os.path.join(ROOT, "examples")
 LIBDIR = os.path.join(BUILD, "src/lib/.libs")
@@ -26,7 +26,7 @@ def c_share(tmp_path_factory):
     r = subprocess.run(["cc", "-Wall", "-Wextra", "-Werror",
                         "-I", os.path.join(ROOT, "src/lib"),
                         "-o", out, os.path.join(EXAMPLES, "c/share.c"),
-                        "-L", LIBDIR, "-lcapshm"],
+                        "-L", LIBDIR, "-lcapshm"] + SAN_CFLAGS,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return out
@@ -159,7 +159,7 @@ def test_libcapshm_man_page_example(mnt, tmp_path):
     src.write_text(code + "\n")
     exe = str(tmp_path / "demo")
     r = subprocess.run(["cc", "-Wall", "-Wextra", "-Werror", "-I", os.path.join(ROOT, "src/lib"),
-                        "-o", exe, str(src), "-L", LIBDIR, "-lcapshm"],
+                        "-o", exe, str(src), "-L", LIBDIR, "-lcapshm"] + SAN_CFLAGS,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([exe], input="\n", capture_output=True, text=True, env=example_env(mnt),
@@ -177,8 +177,7 @@ def test_program_built_against_the_installed_library(mnt, tmp_path):
     """`make install` puts capshm.h, libcapshm and capshm.pc where pkg-config
     finds them, and a program built with `pkg-config --cflags --libs capshm`
     links and shares a region with another process."""
-    from conftest import CAPSHMFS
-    build = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(CAPSHMFS))))
+    build = BUILD
     dest = tmp_path / "dest"
     r = subprocess.run(["make", "-C", build, "install", "DESTDIR=" + str(dest)],
                        capture_output=True, text=True, timeout=300)
@@ -191,14 +190,8 @@ def test_program_built_against_the_installed_library(mnt, tmp_path):
                        text=True, env=env, timeout=30)
     assert r.returncode == 0 and "-lcapshm" in r.stdout, r.stderr
     exe = str(tmp_path / "share")
-    # A sanitizer build's library needs the program built the same way.
-    san = []
-    with open(os.path.join(build, "Makefile")) as mk:
-        for line in mk:
-            if line.startswith("SAN_CFLAGS = "):
-                san = line.split("=", 1)[1].split()
     r = subprocess.run(["cc", "-Wall", "-Wextra", "-Werror", "-o", exe,
-                        os.path.join(EXAMPLES, "c/share.c")] + san + r.stdout.split(),
+                        os.path.join(EXAMPLES, "c/share.c")] + SAN_CFLAGS + r.stdout.split(),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     libdir = [a[2:] for a in subprocess.run(["pkg-config", "--libs-only-L", "capshm"],
