@@ -233,6 +233,7 @@ class Churn:
         self.seconds = seconds
         self.rnd = random.Random()
         self.workers = {}   # pid -> (Popen, uid)
+        self.logs = {}      # pid -> the worker's stdout+stderr file
         self.sessions = []
         self.killed = 0
         self.seq = 0
@@ -251,6 +252,7 @@ class Churn:
                              start_new_session=True)
         log.close()
         self.workers[p.pid] = (p, uid)
+        self.logs[p.pid] = log.name
         self.sessions.append(p.pid)
 
     def run(self):
@@ -332,7 +334,8 @@ def test_churn(mount_factory, datapath):
         assert not corrupt, "corruption seen:\n" + "\n".join(corrupt)
         assert not errors, "unexpected errors:\n" + "\n".join(errors[:50])
         bad_exit = {p: s for p, s in statuses.items() if s != 0}
-        assert not bad_exit, "workers failed at the end: %s" % bad_exit
+        assert not bad_exit, "workers failed at the end: %s\n%s" % (bad_exit, "\n".join(
+            open(churn.logs[p], errors="replace").read()[-3000:] for p in bad_exit))
         # Not vacuous: things were created, shared across uids and checked.
         assert churn.killed >= DURATION / 0.4 * 0.8
         assert counts.get("created", 0) >= 50, counts
