@@ -36,6 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/options.h"
+
 #define DEFAULT_DIR "/run/capshm"
 #define XATTR_PREFIX "user.capshm."
 #define EXIT_USAGE 2
@@ -217,34 +219,15 @@ require_region(const char *path)
 /* --- number parsing ------------------------------------------------------------ */
 
 /* Sizes: decimal bytes with an optional k/K, m/M, g/G or t/T suffix (powers
- * of 1024).  Returns FALSE on junk, a sign, or more than fits an off_t. */
+ * of 1024), the daemon's size= syntax.  Returns FALSE on junk, a sign, or
+ * more than fits an off_t. */
 static gboolean
 parse_size(const char *s, guint64 *out)
 {
-    if (!s || !g_ascii_isdigit(s[0]))
+    uint64_t v;
+    if (options_parse_size(s, &v) < 0)
         return FALSE;
-    guint64 v = 0;
-    const char *p = s;
-    for (; g_ascii_isdigit(*p); p++) {
-        guint d = (guint)(*p - '0');
-        if (v > ((guint64)INT64_MAX - d) / 10)
-            return FALSE;
-        v = v * 10 + d;
-    }
-    unsigned shift = 0;
-    switch (*p) {
-    case '\0': break;
-    case 'k': case 'K': shift = 10; break;
-    case 'm': case 'M': shift = 20; break;
-    case 'g': case 'G': shift = 30; break;
-    case 't': case 'T': shift = 40; break;
-    default: return FALSE;
-    }
-    if (*p && p[1])
-        return FALSE;
-    if (v > ((guint64)INT64_MAX >> shift))
-        return FALSE;
-    *out = v << shift;
+    *out = v;
     return TRUE;
 }
 

@@ -66,6 +66,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def capshmfs_pids(match):
+    """pids of capshmfs processes whose argv (a list of bytes) satisfies match."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"capshmfs" and match(argv):
+            pids.append(int(d))
+    return pids
+
+
 def mounted(mnt):
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == mnt for line in f)

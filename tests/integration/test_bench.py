@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import CAPSHMFS, DAEMON_WRAPPER, ROOT
+from conftest import CAPSHMFS, DAEMON_WRAPPER, ROOT, capshmfs_pids
 
 BENCH = os.path.join(ROOT, "scripts", "bench")
 BUILD = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(CAPSHMFS))))
@@ -59,18 +59,7 @@ def alive(pid):
 
 def daemons_under(prefix):
     """pids of capshmfs processes serving a mountpoint under @prefix."""
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"capshmfs") and any(a.startswith(prefix.encode()) for a in argv):
-            pids.append(int(d))
-    return pids
+    return capshmfs_pids(lambda argv: any(a.startswith(prefix.encode()) for a in argv))
 
 
 def test_quick_json(tmp_path):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import CAPSHMFS, DATAPATHS, helper_argv, mounted
+from conftest import CAPSHMFS, DATAPATHS, capshmfs_pids, helper_argv, mounted
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,18 +29,7 @@ def fstype(path):
 
 def daemon_pids(mnt_path):
     """pids of capshmfs processes whose command line names mnt_path."""
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and os.path.basename(argv[0]) == b"capshmfs" and mnt_path.encode() in argv:
-            pids.append(int(d))
-    return pids
+    return capshmfs_pids(lambda argv: mnt_path.encode() in argv)
 
 
 def pid_alive(pid):
