@@ -19,11 +19,11 @@ region_unref(CapshmRegion *r)
     g_return_if_fail(r->refcount > 0);
     if (--r->refcount > 0)
         return;
-    /* The store closes the memfd when it destroys the region; a region is
+    /* The store closes the data fd when it destroys the region; a region is
      * only freed after that (the store holds a reference while alive). */
-    g_warn_if_fail(r->memfd < 0);
-    if (r->memfd >= 0)
-        close(r->memfd);
+    g_warn_if_fail(r->fd < 0);
+    if (r->fd >= 0)
+        close(r->fd);
     if (r->openers)
         g_array_free(r->openers, TRUE);
     g_free(r->name);

@@ -1,9 +1,9 @@
-/* region — one shared-memory region: a memfd plus its metadata.
+/* region — one shared-memory region: its bytes (storage.h) plus metadata.
  *
  * A CapshmRegion is reference counted.  The store holds one reference while
  * the region is alive (named or held); the FUSE layer holds one per kernel
- * inode reference and per open file.  Destroying a region (store.h) closes
- * its memfd and releases its quota at once; the struct itself lives until the
+ * inode reference and per open file.  Destroying a region (store.h) frees
+ * its bytes and releases its quota at once; the struct itself lives until the
  * last reference is dropped, so stale kernel node ids never dangle.
  *
  * Fields are read directly by the FUSE layer; only the store writes them.
@@ -22,7 +22,7 @@ typedef enum {
     REGION_LIVE = 0,     /* held by at least one process */
     REGION_LINGERING,    /* no holder; destroyed at linger_deadline_us */
     REGION_PINNED,       /* no holder, pinned: stays until unpinned/unlinked */
-    REGION_DESTROYED,    /* memfd closed, name gone; struct awaits last unref */
+    REGION_DESTROYED,    /* bytes released, name gone; struct awaits last unref */
 } RegionState;
 
 /* One process (thread-group id) that opened the region. */
@@ -38,7 +38,7 @@ typedef struct CapshmRegion {
     char *ro_name;           /* read-only name, NULL until first asked; owned */
     uint64_t ino;            /* node id of the read-write name */
     uint64_t ro_ino;         /* node id of the read-only name, 0 if none */
-    int memfd;               /* -1 once destroyed */
+    int fd;                  /* data fd (store_data_fd), -1 when not open */
     int backing_id;          /* passthrough backing id, 0 if none (FUSE layer) */
     uint64_t size;           /* bytes; also what quota is charged */
     uid_t uid;
@@ -60,7 +60,7 @@ CapshmRegion *region_ref(CapshmRegion *r);
 void region_unref(CapshmRegion *r);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(CapshmRegion, region_unref)
 
-/* True while the region's memfd is open (not destroyed). */
+/* True until the region is destroyed. */
 static inline bool region_is_alive(const CapshmRegion *r) { return r->state != REGION_DESTROYED; }
 
 /* Number of distinct processes holding the region (openers). */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define STORE_MAX_SIZE ((uint64_t)1 << 62)
@@ -29,6 +30,7 @@ typedef struct {
 
 struct CapshmStore {
     CapshmOptions opts;
+    CapshmStorage *storage;   /* owned */
     bool mappings_outlive_handles;
     Quota *quota;
     GHashTable *alive;        /* CapshmRegion* set (owns one ref each) */
@@ -62,9 +64,10 @@ name_equal(gconstpointer a, gconstpointer b)
 }
 
 CapshmStore *
-store_new(const CapshmOptions *opts, bool mappings_outlive_handles)
+store_new(const CapshmOptions *opts, bool mappings_outlive_handles, CapshmStorage *storage)
 {
     CapshmStore *s = g_new0(CapshmStore, 1);
+    s->storage = storage;
     s->opts = *opts;
     s->opts.fuse_opts = NULL; /* not ours */
     s->mappings_outlive_handles = mappings_outlive_handles;
@@ -97,6 +100,7 @@ store_free(CapshmStore *s)
     g_hash_table_destroy(s->by_ro_name);
     g_hash_table_destroy(s->mints);
     quota_free(s->quota);
+    storage_free(s->storage);
     g_free(s);
 }
 
@@ -117,6 +121,7 @@ void store_set_mappings_outlive_handles(CapshmStore *s, bool yes) { s->mappings_
 const CapshmOptions *store_options(const CapshmStore *s) { return &s->opts; }
 Quota *store_quota(CapshmStore *s) { return s->quota; }
 StoreCounters store_counters(const CapshmStore *s) { return s->counters; }
+CapshmStorage *store_storage(CapshmStore *s) { return s->storage; }
 unsigned store_region_count(const CapshmStore *s) { return g_hash_table_size(s->alive); }
 
 static int64_t now(CapshmStore *s) { return s->now_us(s->clock_data); }
@@ -242,20 +247,21 @@ store_create(CapshmStore *s, const CapshmCaller *caller, const char *name,
     if (r < 0)
         return r;
 
-    int fd = memfd_create("capshm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    uint64_t ino = s->next_ino;
+    int fd = storage_create(s->storage, ino);
     if (fd < 0) {
-        r = -errno;
         quota_release_region(s->quota, caller->uid);
-        return r;
+        return fd;
     }
+    s->next_ino++;
     if (m)
         mint_remove(s, m);
 
     CapshmRegion *reg = g_new0(CapshmRegion, 1);
     reg->refcount = 1; /* owned by `alive` */
     reg->name = g_strdup(name);
-    reg->ino = s->next_ino++;
-    reg->memfd = fd;
+    reg->ino = ino;
+    reg->fd = fd;
     reg->uid = caller->uid;
     reg->gid = caller->gid;
     reg->mode = mode & 07777;
@@ -337,6 +343,63 @@ store_ro_name(CapshmStore *s, CapshmRegion *r)
 
 /* --- data --------------------------------------------------------------- */
 
+int
+store_data_fd(CapshmStore *s, CapshmRegion *r)
+{
+    if (!region_is_alive(r))
+        return -ENOENT;
+    if (r->fd >= 0)
+        return r->fd;
+    /* Read-only once sealed: the tmpfs seal check counts our own writers. */
+    int fd = storage_open(s->storage, r->ino, r->sealed ? O_RDONLY : O_RDWR);
+    if (fd < 0)
+        return fd;
+    r->fd = fd;
+    return fd;
+}
+
+/* Close the data fd of a region nobody has open, when the storage keeps
+ * the bytes without it: idle regions cost no file descriptor. */
+static void
+close_idle_fd(CapshmStore *s, CapshmRegion *r)
+{
+    if (r->fd >= 0 && r->open_count == 0 && !storage_needs_open_fd(s->storage)) {
+        close(r->fd);
+        r->fd = -1;
+    }
+}
+
+int
+store_open_backing(CapshmStore *s, CapshmRegion *r)
+{
+    if (!region_is_alive(r))
+        return -ENOENT;
+    if (storage_needs_open_fd(s->storage)) {
+        int fd = dup(r->fd);
+        return fd < 0 ? -errno : fd;
+    }
+    /* Read-only: the kernel opens a backing file of its own, with the
+     * client's access mode, for every passthrough open; the registered file
+     * only names the inode and must not count as a writer. */
+    return storage_open(s->storage, r->ino, O_RDONLY);
+}
+
+int
+store_region_blocks(CapshmStore *s, CapshmRegion *r, blkcnt_t *blocks)
+{
+    struct stat st;
+    int rc;
+    if (!region_is_alive(r))
+        return -ENOENT;
+    if (r->fd >= 0)
+        rc = fstat(r->fd, &st) < 0 ? -errno : 0;
+    else
+        rc = storage_stat(s->storage, r->ino, &st);
+    if (rc == 0)
+        *blocks = st.st_blocks;
+    return rc;
+}
+
 static int
 charge_growth(CapshmStore *s, CapshmRegion *r, uint64_t from, uint64_t to)
 {
@@ -357,12 +420,15 @@ store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size)
     int rc = charge_growth(s, r, r->size, size);
     if (rc < 0)
         return rc;
-    if (ftruncate(r->memfd, (off_t)size) < 0) {
-        rc = -errno;
+    int fd = store_data_fd(s, r);
+    if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
+        rc = fd < 0 ? fd : -errno;
         if (size > r->size)
             quota_release_bytes(s->quota, r->uid, size - r->size);
+        close_idle_fd(s, r);
         return rc;
     }
+    close_idle_fd(s, r);
     if (size < r->size)
         quota_release_bytes(s->quota, r->uid, r->size - size);
     r->size = size;
@@ -409,12 +475,15 @@ store_fallocate(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t len)
     int rc = store_write_begin(s, r, off, len, &reserved_end);
     if (rc < 0)
         return rc;
-    if (fallocate(r->memfd, 0, (off_t)off, (off_t)len) < 0) {
-        rc = -errno;
+    int fd = store_data_fd(s, r);
+    if (fd < 0 || fallocate(fd, 0, (off_t)off, (off_t)len) < 0) {
+        rc = fd < 0 ? fd : -errno;
         store_write_done(s, r, off, 0, reserved_end);
+        close_idle_fd(s, r);
         return rc;
     }
     store_write_done(s, r, off, len, reserved_end);
+    close_idle_fd(s, r);
     return 0;
 }
 
@@ -455,10 +524,15 @@ store_seal(CapshmStore *s, CapshmRegion *r)
         return 0;
     if (r->writable_opens > 0)
         return -EBUSY;
-    /* The memfd's own seals refuse while a writable shared mapping of it
-     * exists (passthrough maps the memfd itself) and keep it immutable. */
-    if (fcntl(r->memfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0)
-        return errno == EBUSY ? -EBUSY : -errno;
+    if (!storage_needs_open_fd(s->storage) && r->fd >= 0) {
+        /* Our own writable fd would count as a writer; it is reopened
+         * read-only when next needed. */
+        close(r->fd);
+        r->fd = -1;
+    }
+    int rc = storage_seal(s->storage, r->ino, r->fd);
+    if (rc < 0)
+        return rc;
     r->sealed = true;
     clock_gettime(CLOCK_REALTIME, &r->ctime);
     return 0;
@@ -628,6 +702,7 @@ store_released(CapshmStore *s, CapshmRegion *r, pid_t tid, bool writable)
         r->writable_opens--;
     if (!region_is_alive(r))
         return;
+    close_idle_fd(s, r);
     RegionOpener *o = opener_find(r, tid);
     if (o && o->opens > 0)
         o->opens--;
@@ -716,8 +791,10 @@ region_destroy(CapshmStore *s, CapshmRegion *r)
     queue_remove(&s->mapped_queue, &r->mapped_link);
     while (r->openers)
         opener_remove_at(s, r, r->openers->len - 1);
-    close(r->memfd);
-    r->memfd = -1;
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    storage_remove(s->storage, r->ino);
     quota_release_bytes(s->quota, r->uid, r->size);
     quota_release_region(s->quota, r->uid);
     r->state = REGION_DESTROYED;

@@ -25,6 +25,7 @@
 #include "options.h"
 #include "quota.h"
 #include "region.h"
+#include "storage.h"
 
 typedef struct CapshmStore CapshmStore;
 
@@ -55,16 +56,18 @@ typedef struct {
     void *data;
 } StoreProcOps;
 
-/* Called once for each region the moment it is destroyed (before its memfd
- * is closed), so the FUSE layer can drop kernel state for it. */
+/* Called once for each region the moment it is destroyed (before its bytes
+ * are released), so the FUSE layer can drop kernel state for it. */
 typedef void (*StoreDestroyHook)(CapshmRegion *r, void *data);
 
 typedef struct {
     uint64_t created, destroyed, expired_mints;
 } StoreCounters;
 
-/* @opts is copied.  @mappings_outlive_handles is true for passthrough. */
-CapshmStore *store_new(const CapshmOptions *opts, bool mappings_outlive_handles);
+/* @opts is copied.  @mappings_outlive_handles is true for passthrough.
+ * The store takes ownership of @storage (storage.h). */
+CapshmStore *store_new(const CapshmOptions *opts, bool mappings_outlive_handles,
+                       CapshmStorage *storage);
 /* Destroys every region (hooks run) and frees the store. */
 void store_free(CapshmStore *s);
 
@@ -77,6 +80,7 @@ void store_set_mappings_outlive_handles(CapshmStore *s, bool yes);
 const CapshmOptions *store_options(const CapshmStore *s);
 Quota *store_quota(CapshmStore *s);
 StoreCounters store_counters(const CapshmStore *s);
+CapshmStorage *store_storage(CapshmStore *s);
 unsigned store_region_count(const CapshmStore *s);
 unsigned store_count_in_state(const CapshmStore *s, RegionState st);
 
@@ -115,13 +119,26 @@ const char *store_ro_name(CapshmStore *s, CapshmRegion *r);
 
 /* --- data ------------------------------------------------------------- */
 
+/* The fd holding @r's bytes, for the FUSE layer's reads and writes.
+ * Borrowed: the store closes it when the region is destroyed, sealed, or
+ * (tmpfs storage) no longer open by anyone.  Read-write unless sealed.
+ * -ENOENT if destroyed, or the storage's errno (e.g. -EMFILE). */
+int store_data_fd(CapshmStore *s, CapshmRegion *r);
+
+/* A new fd on @r's bytes to register as a passthrough backing file; the
+ * caller closes it after registering.  Read-only with tmpfs storage. */
+int store_open_backing(CapshmStore *s, CapshmRegion *r);
+
+/* Allocated 512-byte blocks of @r (st_blocks).  0 or -errno. */
+int store_region_blocks(CapshmStore *s, CapshmRegion *r, blkcnt_t *blocks);
+
 /* Change @r's size, charging or releasing quota.  -EDQUOT, -ENOSPC,
- * -EFBIG (beyond 2^62), -EPERM (sealed), -ENOENT (destroyed), or the memfd's
- * errno. */
+ * -EFBIG (beyond 2^62), -EPERM (sealed), -ENOENT (destroyed), or the
+ * storage's errno. */
 int store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size);
 
 /* Reserve room for a write of @len bytes at @off before the data is copied
- * into the memfd: charges growth past the current size.  Returns 0 and sets
+ * into the region's fd: charges growth past the current size.  Returns 0 and sets
  * *reserved_end (pass it to store_write_done), or -EDQUOT/-ENOSPC/-EFBIG/
  * -EPERM. */
 int store_write_begin(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t len,

@@ -254,8 +254,9 @@ relax_bdi(dev_t dev)
 static void
 raise_fd_limit(void)
 {
-    /* One memfd per region: allow as many as the kernel's fs.nr_open when we
-     * may raise the hard limit (CAP_SYS_RESOURCE), else the hard limit. */
+    /* An fd per region in use (and per region at all with memfd storage):
+     * allow as many as the kernel's fs.nr_open when we may raise the hard
+     * limit (CAP_SYS_RESOURCE), else the hard limit. */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
@@ -392,10 +393,26 @@ run(Daemon *d, int ready_fd)
 {
     int status = 1;
     char errbuf[512];
+    const char *storage_why = NULL;
     raise_fd_limit();
     clear_stale_mount(d->mountpoint);
 
-    d->store = store_new(&d->opts, false);
+    /* Where region bytes live (storage.h).  Not a mount option: users never
+     * need to choose; CAPSHM_STORAGE=memfd exists for troubleshooting and
+     * for the tests of the fallback. */
+    StorageKind kind = STORAGE_AUTO;
+    const char *kind_env = g_getenv("CAPSHM_STORAGE");
+    if (kind_env && *kind_env && !storage_kind_parse(kind_env, &kind)) {
+        report(ready_fd, "CAPSHM_STORAGE must be auto, tmpfs or memfd");
+        return status;
+    }
+    g_autoptr(GError) serr = NULL;
+    CapshmStorage *storage = storage_new(kind, &storage_why, &serr);
+    if (!storage) {
+        report(ready_fd, serr->message);
+        return status;
+    }
+    d->store = store_new(&d->opts, false, storage);
     d->fs = cfs_new(d->store, d->opts.datapath);
 
     g_autofree char *fuse_o = g_strdup_printf(
@@ -459,9 +476,13 @@ run(Daemon *d, int ready_fd)
 
     if (why)
         g_message("datapath=auto: using the cache data path: %s", why);
-    g_message("mounted %s (datapath=%s, linger=%us, mint_ttl=%us, size=%" G_GUINT64_FORMAT
+    if (storage_why)
+        g_message("regions are kept in memfds, one open file each (so at most RLIMIT_NOFILE regions): %s",
+                  storage_why);
+    g_message("mounted %s (datapath=%s, storage=%s, linger=%us, mint_ttl=%us, size=%" G_GUINT64_FORMAT
               ", quota=%" G_GUINT64_FORMAT ", max_regions=%u, names=%s)",
-              d->mountpoint, cfs_datapath_name(d->fs), d->opts.linger_s, d->opts.mint_ttl_s,
+              d->mountpoint, cfs_datapath_name(d->fs),
+              storage_kind_name(storage_kind(store_storage(d->store))), d->opts.linger_s, d->opts.mint_ttl_s,
               d->opts.size_bytes, d->opts.quota_bytes, d->opts.max_regions,
               d->opts.names == NAMES_MODE_ANY ? "any" : "capability");
     if (cfs_datapath(d->fs) == CFS_PATH_CACHE)

@@ -281,7 +281,7 @@ fill_static_attr(CapshmFs *fs, fuse_ino_t ino, struct stat *st)
 }
 
 static void
-fill_region_attr(CapshmRegion *r, bool is_ro, struct stat *st)
+fill_region_attr(CapshmStore *store, CapshmRegion *r, bool is_ro, struct stat *st)
 {
     memset(st, 0, sizeof *st);
     st->st_ino = is_ro ? r->ro_ino : r->ino;
@@ -292,9 +292,9 @@ fill_region_attr(CapshmRegion *r, bool is_ro, struct stat *st)
     st->st_gid = r->gid;
     st->st_size = (off_t)r->size;
     st->st_blksize = 4096;
-    struct stat mst;
-    if (r->memfd >= 0 && fstat(r->memfd, &mst) == 0)
-        st->st_blocks = mst.st_blocks;
+    blkcnt_t blocks;
+    if (store_region_blocks(store, r, &blocks) == 0)
+        st->st_blocks = blocks;
     st->st_atim = r->atime;
     st->st_mtim = r->mtime;
     st->st_ctim = r->ctime;
@@ -313,7 +313,7 @@ reply_region_entry(fuse_req_t req, CapshmFs *fs, CapshmRegion *r, bool is_ro)
     e.ino = is_ro ? r->ro_ino : r->ino;
     e.attr_timeout = REGION_TIMEOUT;
     e.entry_timeout = REGION_TIMEOUT;
-    fill_region_attr(r, is_ro, &e.attr);
+    fill_region_attr(fs->store, r, is_ro, &e.attr);
     node_remember(fs, r, is_ro);
     fuse_reply_entry(req, &e);
 }
@@ -458,7 +458,7 @@ cfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     if (!r)
         return reply_err(req, ENOENT);
-    fill_region_attr(r, is_ro, &st);
+    fill_region_attr(fs->store, r, is_ro, &st);
     fuse_reply_attr(req, &st, REGION_TIMEOUT);
 }
 
@@ -516,7 +516,7 @@ cfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 
     inval_other_name(fs, r, is_ro);
     struct stat st;
-    fill_region_attr(r, is_ro, &st);
+    fill_region_attr(fs->store, r, is_ro, &st);
     fuse_reply_attr(req, &st, REGION_TIMEOUT);
 }
 
@@ -645,7 +645,11 @@ open_region(CapshmFs *fs, fuse_req_t req, CapshmRegion *r, bool is_ro,
     if (fs->path == CFS_PATH_PASSTHROUGH) {
 #ifdef HAVE_FUSE_PASSTHROUGH
         if (r->backing_id <= 0) {
-            int id = backing_open(fs, r->memfd);
+            int fd = store_open_backing(fs->store, r);
+            if (fd < 0)
+                return -fd;
+            int id = backing_open(fs, fd);
+            close(fd);
             if (id < 0) {
                 g_warning("passthrough backing file for a region: %s", g_strerror(-id));
                 return EIO;
@@ -653,7 +657,7 @@ open_region(CapshmFs *fs, fuse_req_t req, CapshmRegion *r, bool is_ro,
             r->backing_id = id;
         }
         fi->backing_id = r->backing_id;
-        /* mmap goes straight to the memfd; read/write still come to us so
+        /* mmap goes straight to the region's file; read/write still come to us so
          * growth is charged to quota at the call (FOPEN_DIRECT_IO wins over
          * passthrough for read/write, not for mmap). */
         fi->direct_io = 1;
@@ -782,7 +786,7 @@ cfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
     struct fuse_entry_param e = { 0 };
     e.ino = is_ro ? r->ro_ino : r->ino;
     e.attr_timeout = e.entry_timeout = REGION_TIMEOUT;
-    fill_region_attr(r, is_ro, &e.attr);
+    fill_region_attr(fs->store, r, is_ro, &e.attr);
     node_remember(fs, r, is_ro);
     if (fuse_reply_create(req, &e, fi) != 0) {
         forget_one(fs, e.ino, 1);
@@ -824,6 +828,7 @@ static void
 cfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)ino;
+    CapshmFs *fs = fuse_req_userdata(req);
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (!f)
         return reply_err(req, EBADF);
@@ -840,10 +845,13 @@ cfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_fil
         return reply_err(req, EIO);
     if (off < 0 || (uint64_t)off >= r->size)
         return (void)fuse_reply_buf(req, NULL, 0);
+    int fd = store_data_fd(fs->store, r);
+    if (fd < 0)
+        return reply_err(req, -fd);
     size_t n = (size_t)MIN((uint64_t)size, r->size - (uint64_t)off);
     struct fuse_bufvec bv = FUSE_BUFVEC_INIT(n);
     bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-    bv.buf[0].fd = r->memfd;
+    bv.buf[0].fd = fd;
     bv.buf[0].pos = off;
     fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
@@ -862,6 +870,9 @@ cfs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
         return reply_err(req, EIO);
     if (off < 0)
         return reply_err(req, EINVAL);
+    int fd = store_data_fd(fs->store, r);
+    if (fd < 0)
+        return reply_err(req, -fd);
     size_t len = fuse_buf_size(in);
     uint64_t reserved_end;
     int rc = store_write_begin(fs->store, r, (uint64_t)off, len, &reserved_end);
@@ -869,7 +880,7 @@ cfs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
         return reply_err(req, -rc);
     struct fuse_bufvec dst = FUSE_BUFVEC_INIT(len);
     dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-    dst.buf[0].fd = r->memfd;
+    dst.buf[0].fd = fd;
     dst.buf[0].pos = off;
     ssize_t n = fuse_buf_copy(&dst, in, 0);
     uint64_t old_size = r->size;

@@ -217,7 +217,7 @@ check_model(Fuzz *f)
     for (unsigned i = 0; i < f->nregions; i++) {
         CapshmRegion *r = f->regions[i];
         if (!region_is_alive(r)) {
-            CHECK(r->memfd < 0, "destroyed region keeps its memfd");
+            CHECK(r->fd < 0, "destroyed region keeps its fd");
             CHECK(store_lookup(f->s, r->name, NULL) != r, "destroyed region found by name");
             continue;
         }
@@ -225,9 +225,9 @@ check_model(Fuzz *f)
         bytes += r->size;
         lingering += r->state == REGION_LINGERING;
         pinned += r->state == REGION_PINNED;
-        CHECK(r->memfd >= 0, "live region without memfd");
+        CHECK(r->fd >= 0, "live memfd region without its fd");
         struct stat st;
-        CHECK(fstat(r->memfd, &st) == 0 && (uint64_t)st.st_size == r->size,
+        CHECK(fstat(r->fd, &st) == 0 && (uint64_t)st.st_size == r->size,
               "region says %llu bytes, its memfd has %lld", (unsigned long long)r->size,
               (long long)st.st_size);
         if (r->open_count > 0)
@@ -419,7 +419,7 @@ op_write(Fuzz *f, CapshmRegion *r, uint64_t off, uint64_t len)
     ssize_t n = 0;
     if (want) {
         char *buf = g_malloc0(want);
-        n = pwrite(r->memfd, buf, want, (off_t)off);
+        n = pwrite(store_data_fd(f->s, r), buf, want, (off_t)off);
         g_free(buf);
     }
     store_write_done(f->s, r, off, n > 0 ? (uint64_t)n : 0, reserved);
@@ -633,7 +633,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.quota_bytes = next(&f) & 1 ? o.size_bytes : o.size_bytes / 2;
     o.max_regions = 1 + next(&f) % 8;
     o.size_set = o.quota_set = true;
-    f.s = store_new(&o, cfg & 2);
+    /* memfd storage: a private tmpfs per input would cost a mount each. */
+    f.s = store_new(&o, cfg & 2, storage_new(STORAGE_MEMFD, NULL, NULL));
     options_clear(&o);
     f.maps = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     f.watches = g_hash_table_new(g_direct_hash, g_direct_equal);

@@ -90,11 +90,13 @@ def mounted(mnt):
 class Mount:
     """One capshmfs daemon serving one mountpoint."""
 
-    def __init__(self, path, datapath, opts, log):
+    def __init__(self, path, datapath, opts, log, env=None, prefix=()):
         self.path = path
         self.datapath = datapath
         self.opts = opts
         self.log_path = log
+        self.env = env          # extra environment variables for the daemon
+        self.prefix = list(prefix)  # e.g. ["prlimit", "--nofile=256"]
         self.proc = None
 
     def p(self, name):
@@ -102,10 +104,11 @@ class Mount:
 
     def start(self):
         o = ",".join(["datapath=" + self.datapath] + self.opts)
-        cmd = DAEMON_WRAPPER + [CAPSHMFS, self.path, "-f", "-o", o]
+        cmd = self.prefix + DAEMON_WRAPPER + [CAPSHMFS, self.path, "-f", "-o", o]
         self._log = open(self.log_path, "ab")
+        env = dict(os.environ, **self.env) if self.env else None
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, env=env)
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -178,13 +181,15 @@ class Mount:
 
 @pytest.fixture
 def mount_factory(tmp_path):
-    """mount_factory(datapath, *opts) -> Mount; all are torn down after the test."""
+    """mount_factory(datapath, *opts, env=None, prefix=()) -> Mount; all are
+    torn down after the test."""
     mounts = []
 
-    def make(datapath, *opts):
+    def make(datapath, *opts, env=None, prefix=()):
         mnt = tempfile.mkdtemp(prefix="capshm-mnt-")
         os.chmod(mnt, 0o755)
-        m = Mount(mnt, datapath, list(opts), str(tmp_path / ("daemon%d.log" % len(mounts))))
+        m = Mount(mnt, datapath, list(opts), str(tmp_path / ("daemon%d.log" % len(mounts))),
+                  env=env, prefix=prefix)
         mounts.append(m)
         return m.start()
 
@@ -265,6 +270,15 @@ def gone(path):
         return False
     except FileNotFoundError:
         return True
+
+
+def errno_of(fn):
+    """Call fn; return the errno it raised, or 0."""
+    try:
+        fn()
+    except OSError as e:
+        return e.errno
+    return 0
 
 
 def errno_name(fn):

@@ -8,17 +8,9 @@ import time
 
 import pytest
 
-from conftest import DATAPATHS, USER_A, USER_B, py_as_user
+from conftest import DATAPATHS, USER_A, USER_B, errno_of, py_as_user
 
 RO = "user.capshm.ro"
-
-
-def errno_of(fn):
-    try:
-        fn()
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 # --- read-only names ----------------------------------------------------------

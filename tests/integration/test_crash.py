@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from conftest import DATAPATHS, USER_A, Mount, mounted
+from conftest import DATAPATHS, USER_A, Mount, errno_of, mounted
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 STALE_LINE = "cleared a stale mount left by a daemon that died"
@@ -46,14 +46,6 @@ for line in sys.stdin:
         n = int(arg)
         print("ok %d" % m[n * mmap.PAGESIZE], flush=True)
 '''
-
-
-def errno_of(fn):
-    try:
-        fn()
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def kill_daemon(m):

@@ -6,6 +6,9 @@
  * thread -> process table, and counters that prove watch/unwatch balance.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <dirent.h>
 #include <glib.h>
 #include <stdint.h>
 #include <string.h>
@@ -42,7 +45,7 @@ typedef struct {
     int64_t now;
     FakeProc fp;
     GPtrArray *destroyed;    /* regions seen by the destroy hook (borrowed) */
-    bool hook_saw_open_memfd;
+    bool hook_saw_bytes;
 } Env;
 
 static Env env;
@@ -155,19 +158,34 @@ assert_watches_balanced(void)
     ck_assert_uint_eq(g_hash_table_size(env.fp.watched), 0);
 }
 
+/* Whether @r's bytes still exist in the storage (an open memfd, or the
+ * region's file in the private tmpfs). */
+static bool
+bytes_exist(const CapshmRegion *r)
+{
+    struct stat st;
+    if (storage_needs_open_fd(store_storage(env.s)))
+        return r->fd >= 0;
+    return storage_stat(store_storage(env.s), r->ino, &st) == 0;
+}
+
 static void
 destroy_hook(CapshmRegion *r, void *data)
 {
     Env *e = data;
     ck_assert(region_is_alive(r));
-    if (r->memfd >= 0)
-        e->hook_saw_open_memfd = true;
+    if (bytes_exist(r))
+        e->hook_saw_bytes = true;
     g_ptr_array_add(e->destroyed, r);
 }
 
 /* --- fixture ------------------------------------------------------------------ */
 
 /* size 1 MiB, quota 512 KiB, 4 regions per uid, linger 5 s, mint_ttl 60 s. */
+/* The storage the fixture gives the store: memfd by default; the "tmpfs"
+ * test cases switch it (they only run with CAP_SYS_ADMIN, see store_suite). */
+static StorageKind env_storage = STORAGE_MEMFD;
+
 static void
 env_start(bool outlive, const char *extra_opts)
 {
@@ -185,7 +203,12 @@ env_start(bool outlive, const char *extra_opts)
     if (extra_opts)
         ck_assert_int_eq(options_parse(&o, extra_opts, &err), 0);
     ck_assert_int_eq(options_finish(&o, (uint64_t)64 << 30, false, &err), 0);
-    env.s = store_new(&o, outlive);
+    GError *serr = NULL;
+    CapshmStorage *storage = storage_new(env_storage, NULL, &serr);
+    if (!storage)
+        ck_abort_msg("storage: %s", serr->message);
+    ck_assert_int_eq(storage_kind(storage), env_storage);
+    env.s = store_new(&o, outlive, storage);
     options_clear(&o); /* the store copied what it needs */
 
     store_set_clock(env.s, fake_now, &env.now);
@@ -204,12 +227,28 @@ env_start(bool outlive, const char *extra_opts)
 static void
 setup_cache(void)
 {
+    env_storage = STORAGE_MEMFD;
     env_start(false, NULL);
 }
 
 static void
 setup_passthrough(void)
 {
+    env_storage = STORAGE_MEMFD;
+    env_start(true, NULL);
+}
+
+static void
+setup_cache_tmpfs(void)
+{
+    env_storage = STORAGE_TMPFS;
+    env_start(false, NULL);
+}
+
+static void
+setup_passthrough_tmpfs(void)
+{
+    env_storage = STORAGE_TMPFS;
     env_start(true, NULL);
 }
 
@@ -222,6 +261,7 @@ teardown(void)
     g_hash_table_destroy(env.fp.threads);
     g_hash_table_destroy(env.fp.watched);
     g_ptr_array_free(env.destroyed, TRUE);
+    env_storage = STORAGE_MEMFD;
 }
 
 static void
@@ -261,11 +301,15 @@ make_held_region(uid_t uid, pid_t tid)
     return r;
 }
 
+/* Size of @r's bytes as the storage sees it. */
 static uint64_t
-memfd_size(const CapshmRegion *r)
+bytes_size(const CapshmRegion *r)
 {
     struct stat st;
-    ck_assert_int_eq(fstat(r->memfd, &st), 0);
+    if (r->fd >= 0)
+        ck_assert_int_eq(fstat(r->fd, &st), 0);
+    else
+        ck_assert_int_eq(storage_stat(store_storage(env.s), r->ino, &st), 0);
     return (uint64_t)st.st_size;
 }
 
@@ -291,8 +335,8 @@ START_TEST(test_mint_then_create_same_uid)
     ck_assert_uint_eq(r->gid, 1001);
     ck_assert_uint_eq(r->mode, 0640);
     ck_assert_uint_eq(r->size, 0);
-    ck_assert_int_ge(r->memfd, 0);
-    ck_assert_uint_eq(memfd_size(r), 0);
+    ck_assert(bytes_exist(r));
+    ck_assert_uint_eq(bytes_size(r), 0);
     ck_assert_uint_ne(r->ino, 0);
     ck_assert_int_gt(r->created, 0);
 
@@ -547,7 +591,7 @@ START_TEST(test_linger_exact_then_destroyed)
     ck_assert_int_eq(store_tick(env.s), -1);
     ck_assert_ptr_null(store_lookup(env.s, name, NULL));
     ck_assert_int_eq(r->state, REGION_DESTROYED);
-    ck_assert_int_eq(r->memfd, -1);
+    ck_assert_int_eq(r->fd, -1);
     ck_assert_uint_eq(store_region_count(env.s), 0);
     ck_assert_uint_eq(store_count_in_state(env.s, REGION_LINGERING), 0);
     ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
@@ -557,7 +601,7 @@ START_TEST(test_linger_exact_then_destroyed)
     ck_assert_uint_eq(u.bytes, 0);
     ck_assert_uint_eq(env.destroyed->len, 1);
     ck_assert_ptr_eq(env.destroyed->pdata[0], r);
-    ck_assert(env.hook_saw_open_memfd); /* hook runs before the memfd closes */
+    ck_assert(env.hook_saw_bytes); /* hook runs before the bytes go */
     /* Destroyed regions refuse data operations. */
     ck_assert_int_eq(store_resize(env.s, r, 10), -ENOENT);
     ck_assert_int_eq(store_unlink(env.s, r), -ENOENT);
@@ -976,7 +1020,7 @@ START_TEST(test_store_free_destroys_all)
     }
     assert_watches_balanced();
     ck_assert_int_eq(a->state, REGION_DESTROYED);
-    ck_assert_int_eq(a->memfd, -1);
+    ck_assert_int_eq(a->fd, -1);
     region_unref(a);
 }
 END_TEST
@@ -989,17 +1033,17 @@ START_TEST(test_resize_quota)
     CapshmRegion *r = make_held_region(1000, 100);
     ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
     ck_assert_uint_eq(r->size, 4096);
-    ck_assert_uint_eq(memfd_size(r), 4096);
+    ck_assert_uint_eq(bytes_size(r), 4096);
     ck_assert_uint_eq(quota_usage(q, 1000).bytes, 4096);
     ck_assert_int_eq(store_resize(env.s, r, 1024), 0);
-    ck_assert_uint_eq(memfd_size(r), 1024);
+    ck_assert_uint_eq(bytes_size(r), 1024);
     ck_assert_uint_eq(quota_usage(q, 1000).bytes, 1024);
     ck_assert_uint_eq(quota_total_bytes(q), 1024);
 
     /* Past the uid's quota. */
     ck_assert_int_eq(store_resize(env.s, r, 512 * KiB + 1), -EDQUOT);
     ck_assert_uint_eq(r->size, 1024);
-    ck_assert_uint_eq(memfd_size(r), 1024);
+    ck_assert_uint_eq(bytes_size(r), 1024);
     ck_assert_uint_eq(quota_usage(q, 1000).bytes, 1024);
     ck_assert_int_eq(store_resize(env.s, r, 512 * KiB), 0); /* exactly the quota */
 
@@ -1073,7 +1117,7 @@ START_TEST(test_write_accounting)
     /* fallocate grows like a write and backs the memfd. */
     ck_assert_int_eq(store_fallocate(env.s, r, 0, 8192), 0);
     ck_assert_uint_eq(r->size, 8192);
-    ck_assert_uint_eq(memfd_size(r), 8192);
+    ck_assert_uint_eq(bytes_size(r), 8192);
     ck_assert_uint_eq(quota_usage(q, 1000).bytes, 8192);
     ck_assert_int_eq(store_fallocate(env.s, r, 0, 0), -EINVAL);
     ck_assert_int_eq(store_fallocate(env.s, r, 0, 512 * KiB + 1), -EDQUOT);
@@ -1087,7 +1131,7 @@ START_TEST(test_seal)
     CapshmRegion *r = make_region(1000);
     store_opened(env.s, r, 100, false);
     ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
-    ck_assert_int_eq(pwrite(r->memfd, "hello", 5, 0), 5);
+    ck_assert_int_eq(pwrite(store_data_fd(env.s, r), "hello", 5, 0), 5);
     store_opened(env.s, r, 101, true);
     ck_assert_uint_eq(r->writable_opens, 1);
     ck_assert_int_eq(store_seal(env.s, r), -EBUSY);
@@ -1106,10 +1150,13 @@ START_TEST(test_seal)
     ck_assert_int_eq(store_fallocate(env.s, r, 0, 8192), -EPERM);
     ck_assert_uint_eq(r->size, 4096);
     ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).bytes, 4096);
-    /* The memfd itself refuses writes now; reads still work. */
-    ck_assert_int_eq(pwrite(r->memfd, "x", 1, 0), -1);
+    /* The data fd itself refuses writes now (memfd: sealed; tmpfs: opened
+     * read-only); reads still work. */
+    int fd = store_data_fd(env.s, r);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, "x", 1, 0), -1);
     char buf[5];
-    ck_assert_int_eq(pread(r->memfd, buf, 5, 0), 5);
+    ck_assert_int_eq(pread(fd, buf, 5, 0), 5);
     ck_assert_int_eq(memcmp(buf, "hello", 5), 0);
 }
 END_TEST
@@ -1343,6 +1390,144 @@ START_TEST(test_stats_json_empty)
 }
 END_TEST
 
+/* --- tmpfs storage ------------------------------------------------------------ */
+
+static int
+open_fd_count(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    ck_assert_ptr_nonnull(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+START_TEST(test_tmpfs_idle_region_holds_no_fd)
+{
+    CapshmRegion *r = make_region(1000);
+    store_opened(env.s, r, 100, true);
+    ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
+    int fd = store_data_fd(env.s, r);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, "abc", 3, 0), 3);
+    store_released(env.s, r, 100, true);
+    /* Nobody has it open: no fd, but the bytes stay while it lingers. */
+    ck_assert_int_eq(r->fd, -1);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+    ck_assert(bytes_exist(r));
+    ck_assert_uint_eq(bytes_size(r), 4096);
+    blkcnt_t blocks = 0;
+    ck_assert_int_eq(store_region_blocks(env.s, r, &blocks), 0);
+    ck_assert_int_gt(blocks, 0);
+    /* Opened again: the same bytes. */
+    store_opened(env.s, r, 101, false);
+    char buf[3];
+    ck_assert_int_eq(pread(store_data_fd(env.s, r), buf, 3, 0), 3);
+    ck_assert_int_eq(memcmp(buf, "abc", 3), 0);
+    /* A truncate by path (no open) does not leave an fd behind. */
+    store_released(env.s, r, 101, false);
+    ck_assert_int_eq(store_resize(env.s, r, 8192), 0);
+    ck_assert_int_eq(r->fd, -1);
+    ck_assert_uint_eq(bytes_size(r), 8192);
+}
+END_TEST
+
+START_TEST(test_tmpfs_many_regions_cost_no_fds)
+{
+    int before = open_fd_count();
+    for (int i = 0; i < 300; i++) {
+        CapshmRegion *r = make_region(1000 + (uid_t)(i % 100));
+        store_opened(env.s, r, 100, true);
+        ck_assert_int_eq(store_resize(env.s, r, 1), 0);
+        store_set_pinned(env.s, r, true);
+        store_released(env.s, r, 100, true);
+        ck_assert_int_eq(r->state, REGION_PINNED);
+    }
+    ck_assert_uint_eq(store_region_count(env.s), 300);
+    ck_assert_int_eq(open_fd_count(), before);
+}
+END_TEST
+
+START_TEST(test_tmpfs_seal_sees_other_writers)
+{
+    CapshmRegion *r = make_region(1000);
+    store_opened(env.s, r, 100, false);
+    ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
+    /* A writable file of the region that the store does not account: what
+     * a writable mapping left behind by a closed passthrough open is. */
+    int writer = storage_open(store_storage(env.s), r->ino, O_RDWR);
+    ck_assert_int_ge(writer, 0);
+    ck_assert_int_eq(store_seal(env.s, r), -EBUSY);
+    ck_assert(!r->sealed);
+    close(writer);
+    ck_assert_int_eq(store_seal(env.s, r), 0);
+    ck_assert(r->sealed);
+    /* From now on the daemon's own fd is read-only. */
+    int fd = store_data_fd(env.s, r);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+    /* A read-only file never counts as a writer. */
+    int reader = store_open_backing(env.s, r);
+    ck_assert_int_ge(reader, 0);
+    ck_assert_int_eq(fcntl(reader, F_GETFL) & O_ACCMODE, O_RDONLY);
+    close(reader);
+}
+END_TEST
+
+START_TEST(test_tmpfs_destroy_removes_file)
+{
+    CapshmRegion *r = make_region(1000);
+    uint64_t ino = r->ino;
+    struct stat st;
+    ck_assert_int_eq(storage_stat(store_storage(env.s), ino, &st), 0);
+    region_ref(r);
+    ck_assert_int_eq(store_unlink(env.s, r), 0);
+    ck_assert_int_eq(r->state, REGION_DESTROYED);
+    ck_assert_int_eq(storage_stat(store_storage(env.s), ino, &st), -ENOENT);
+    ck_assert_int_eq(store_data_fd(env.s, r), -ENOENT);
+    region_unref(r);
+}
+END_TEST
+
+START_TEST(test_storage_kind_names)
+{
+    StorageKind k;
+    ck_assert(storage_kind_parse("auto", &k) && k == STORAGE_AUTO);
+    ck_assert(storage_kind_parse("tmpfs", &k) && k == STORAGE_TMPFS);
+    ck_assert(storage_kind_parse("memfd", &k) && k == STORAGE_MEMFD);
+    ck_assert(!storage_kind_parse("TMPFS", &k));
+    ck_assert(!storage_kind_parse("", &k));
+    ck_assert(!storage_kind_parse(NULL, &k));
+    ck_assert_str_eq(storage_kind_name(STORAGE_TMPFS), "tmpfs");
+    /* memfd storage needs no privilege and never refuses. */
+    CapshmStorage *st = storage_new(STORAGE_MEMFD, NULL, NULL);
+    ck_assert_ptr_nonnull(st);
+    ck_assert(storage_needs_open_fd(st));
+    ck_assert_int_eq(storage_open(st, 1, O_RDONLY), -ENOTSUP);
+    storage_free(st);
+}
+END_TEST
+
+/* True if this process may mount (CAP_SYS_ADMIN effective): then the tmpfs
+ * storage must work and its tests run; without it (a package build under
+ * fakeroot) they cannot. */
+static bool
+may_mount(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long eff = 0;
+    if (!f)
+        return false;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "CapEff: %llx", &eff) == 1)
+            break;
+    fclose(f);
+    return (eff >> 21) & 1; /* CAP_SYS_ADMIN */
+}
+
 Suite *
 store_suite(void)
 {
@@ -1400,6 +1585,34 @@ store_suite(void)
     tcase_add_test(tc, test_json_checker_itself);
     tcase_add_test(tc, test_stats_json);
     tcase_add_test(tc, test_stats_json_empty);
+    tcase_add_test(tc, test_storage_kind_names);
+    suite_add_tcase(s, tc);
+
+    if (!may_mount()) {
+        fprintf(stderr, "store: tmpfs storage tests not run (no CAP_SYS_ADMIN)\n");
+        return s;
+    }
+    /* The same data and lifetime tests on tmpfs storage, and its own. */
+    tc = tcase_create("tmpfs");
+    tcase_add_checked_fixture(tc, setup_cache_tmpfs, teardown);
+    tcase_add_test(tc, test_mint_then_create_same_uid);
+    tcase_add_test(tc, test_linger_exact_then_destroyed);
+    tcase_add_test(tc, test_unlink_held);
+    tcase_add_test(tc, test_unlink_unheld);
+    tcase_add_test(tc, test_resize_quota);
+    tcase_add_test(tc, test_write_accounting);
+    tcase_add_test(tc, test_seal);
+    tcase_add_test(tc, test_chown_moves_quota);
+    tcase_add_test(tc, test_tmpfs_idle_region_holds_no_fd);
+    tcase_add_test(tc, test_tmpfs_many_regions_cost_no_fds);
+    tcase_add_test(tc, test_tmpfs_seal_sees_other_writers);
+    tcase_add_test(tc, test_tmpfs_destroy_removes_file);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("tmpfs-mappings");
+    tcase_add_checked_fixture(tc, setup_passthrough_tmpfs, teardown);
+    tcase_add_test(tc, test_mapper_exit_starts_linger);
+    tcase_add_test(tc, test_store_free_destroys_all);
     suite_add_tcase(s, tc);
     return s;
 }
