@@ -81,6 +81,11 @@ struct CapshmFs {
     /* Set while UNLINK runs: a region destroyed there needs no inode
      * invalidation, the kernel drops its unlinked (nlink 0) inode itself. */
     bool in_unlink;
+    /* READ replies are copied through this one buffer (grown to the largest
+     * read asked, at most max_pages): libfuse's own fallback mallocs and
+     * frees a fresh buffer per reply, which costs page faults. */
+    char *readbuf;
+    size_t readbuf_size;
 };
 
 static void on_region_destroyed(CapshmRegion *r, void *data);
@@ -119,6 +124,7 @@ cfs_free(CapshmFs *fs)
     store_set_destroy_hook(fs->store, NULL, NULL);
     g_hash_table_destroy(fs->files); /* handles still open at unmount */
     g_hash_table_destroy(fs->nodes);
+    g_free(fs->readbuf);
     g_free(fs);
 }
 
@@ -362,7 +368,11 @@ cfs_init(void *userdata, struct fuse_conn_info *conn)
     fuse_unset_feature_flag(conn, FUSE_CAP_WRITEBACK_CACHE);
     fuse_unset_feature_flag(conn, FUSE_CAP_ATOMIC_O_TRUNC);
     fuse_unset_feature_flag(conn, FUSE_CAP_READDIRPLUS);
-    fuse_set_feature_flag(conn, FUSE_CAP_SPLICE_WRITE);
+    /* No splice: libfuse needs a pipe as large as max_write plus a page,
+     * beyond fs.pipe-max-size unless we hold CAP_SYS_RESOURCE, and its
+     * fallback costs more than a plain copy (see cfs_read). */
+    fuse_unset_feature_flag(conn, FUSE_CAP_SPLICE_WRITE);
+    fuse_unset_feature_flag(conn, FUSE_CAP_SPLICE_READ);
     fuse_set_feature_flag(conn, FUSE_CAP_ASYNC_DIO);
     if (fs->want != DATAPATH_CACHE && fuse_set_feature_flag(conn, FUSE_CAP_PASSTHROUGH)) {
         conn->max_backing_stack_depth = 1;
@@ -373,8 +383,7 @@ cfs_init(void *userdata, struct fuse_conn_info *conn)
                     FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS);
     if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
         conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
-    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-        conn->want |= FUSE_CAP_SPLICE_WRITE;
+    conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_READ);
 #endif
     fs->init_done = true;
 }
@@ -849,11 +858,23 @@ cfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_fil
     if (fd < 0)
         return reply_err(req, -fd);
     size_t n = (size_t)MIN((uint64_t)size, r->size - (uint64_t)off);
-    struct fuse_bufvec bv = FUSE_BUFVEC_INIT(n);
-    bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-    bv.buf[0].fd = fd;
-    bv.buf[0].pos = off;
-    fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+    if (n > fs->readbuf_size) {
+        g_free(fs->readbuf);
+        fs->readbuf = g_malloc(n);
+        fs->readbuf_size = n;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = pread(fd, fs->readbuf + got, n - got, off + (off_t)got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return reply_err(req, errno);
+        if (k == 0)
+            break;
+        got += (size_t)k;
+    }
+    fuse_reply_buf(req, fs->readbuf, got);
 }
 
 static void
