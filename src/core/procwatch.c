@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -107,6 +108,50 @@ parse_maps_line(const char *line, unsigned *maj, unsigned *min, uint64_t *ino)
     return true;
 }
 
+/* PROCMAP_QUERY (Linux 6.11): the VMAs of a process one ioctl at a time,
+ * with device and inode and without formatting any path: less than half the
+ * cost of reading /proc/PID/maps as text.  Debian 12's headers predate it. */
+#ifndef PROCMAP_QUERY
+struct procmap_query {
+    uint64_t size, query_flags, query_addr;
+    uint64_t vma_start, vma_end, vma_flags, vma_page_size, vma_offset, inode;
+    uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+    uint64_t vma_name_addr, build_id_addr;
+};
+#define PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
+#define PROCMAP_QUERY_COVERING_OR_NEXT_VMA 0x10
+#define PROCMAP_QUERY_FILE_BACKED_VMA 0x20
+#endif
+
+static bool procmap_query_unsupported;
+
+/* 1 if @fn returned true for a file mapping of @fd's process on @dev, 0 if
+ * none did, -1 if this kernel has no PROCMAP_QUERY. */
+static int
+query_mappings(int fd, unsigned maj, unsigned min, bool (*fn)(uint64_t ino, void *data), void *data)
+{
+    uint64_t addr = 0;
+    for (;;) {
+        struct procmap_query q = {
+            .size = sizeof q,
+            .query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA | PROCMAP_QUERY_FILE_BACKED_VMA,
+            .query_addr = addr,
+        };
+        if (ioctl(fd, PROCMAP_QUERY, &q) < 0) {
+            if (errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP)
+                return addr == 0 ? -1 : 0;
+            return 0; /* ENOENT: no more mappings; ESRCH: the process went */
+        }
+        if (q.dev_major == maj && q.dev_minor == min && q.inode != 0 && fn(q.inode, data))
+            return 1;
+        if (q.vma_end <= addr)
+            return 0;
+        addr = q.vma_end;
+    }
+}
+
+void procwatch_use_text_maps(bool yes) { procmap_query_unsupported = yes; }
+
 /* Calls @fn for each mapping of a file on @dev in process @pid; stops when
  * @fn returns true.  Returns true if @fn did. */
 static bool
@@ -114,13 +159,23 @@ for_each_mapping(pid_t pid, dev_t dev, bool (*fn)(uint64_t ino, void *data), voi
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    unsigned want_maj = major(dev), want_min = minor(dev);
+    if (!procmap_query_unsupported) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return false;
+        int hit = query_mappings(fd, want_maj, want_min, fn, data);
+        close(fd);
+        if (hit >= 0)
+            return hit == 1;
+        procmap_query_unsupported = true;
+    }
     FILE *f = fopen(path, "re");
     if (!f)
         return false;
     char *line = NULL;
     size_t cap = 0;
     bool hit = false;
-    unsigned want_maj = major(dev), want_min = minor(dev);
     while (!hit && getline(&line, &cap, f) > 0) {
         unsigned maj, min;
         uint64_t ino;

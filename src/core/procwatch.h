@@ -25,8 +25,11 @@ StoreProcOps procwatch_ops(ProcWatch *pw);
 
 /* Exposed for tests.  Thread-group id of @tid, or 0. */
 pid_t procwatch_tgid_of(pid_t tid);
-/* True if /proc/@pid/maps has a mapping of (@dev, @ino) or (@dev, @ino2). */
+/* True if /proc/@pid/maps has a mapping of (@dev, @ino) or (@dev, @ino2).
+ * Uses the PROCMAP_QUERY ioctl where the kernel has it, else the text. */
 bool procwatch_maps_node(pid_t pid, dev_t dev, uint64_t ino, uint64_t ino2);
+/* Read maps as text even where PROCMAP_QUERY works (to test that path). */
+void procwatch_use_text_maps(bool yes);
 /* Number of processes currently watched. */
 unsigned procwatch_count(const ProcWatch *pw);
 

@@ -365,6 +365,20 @@ START_TEST(test_ops_maps_and_scan)
 }
 END_TEST
 
+static void
+setup_shm_text_maps(void)
+{
+    setup_shm();
+    procwatch_use_text_maps(true);
+}
+
+static void
+teardown_shm_text_maps(void)
+{
+    procwatch_use_text_maps(false);
+    teardown_shm();
+}
+
 Suite *
 procwatch_suite(void)
 {
@@ -381,6 +395,14 @@ procwatch_suite(void)
     tcase_add_test(tc, test_maps_node_self);
     tcase_add_test(tc, test_maps_node_other_process);
     tcase_add_test(tc, test_mount_dev);
+    suite_add_tcase(s, tc);
+
+    /* The same answers from the text of /proc/PID/maps (kernels before
+     * 6.11 have no PROCMAP_QUERY). */
+    tc = tcase_create("maps-text");
+    tcase_add_checked_fixture(tc, setup_shm_text_maps, teardown_shm_text_maps);
+    tcase_add_test(tc, test_maps_node_self);
+    tcase_add_test(tc, test_maps_node_other_process);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("watch");
