@@ -11,6 +11,7 @@
 
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <glib-unix.h>
@@ -51,7 +52,10 @@ typedef struct {
     int exit_status;
     bool use_syslog;
     bool serving;  /* data path settled: answer everything */
+    int64_t spin_us;  /* see drain_requests; CAPSHM_SPIN_US, 0 = never */
 } Daemon;
+
+#define DEFAULT_SPIN_US 30
 
 /* --- logging ------------------------------------------------------------- */
 
@@ -125,15 +129,34 @@ on_tick(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
-/* Answer every request that is waiting.  Returns false once the kernel
- * connection is gone (unmounted). */
+/* Answer every request that is waiting, at most 64 before the other
+ * sources get a turn.  Returns false once the kernel connection is gone
+ * (unmounted).
+ *
+ * After the last request the daemon keeps asking for the next one for up to
+ * spin_us microseconds (yielding the CPU to anything runnable) before it
+ * goes back to poll(): a client's next request usually follows within a
+ * few microseconds, and waking a sleeping thread on another CPU costs more
+ * than that, most of all in a VM (where it measured 2x on open+close). */
 static bool
 drain_requests(Daemon *d)
 {
-    for (int i = 0; i < 64; i++) {
+    int64_t idle_since = 0;
+    for (int served = 0; served < 64;) {
         int res = fuse_session_receive_buf(d->se, &d->buf);
+        if (res == -EAGAIN && d->spin_us > 0 && d->serving) {
+            int64_t t = g_get_monotonic_time();
+            if (!idle_since)
+                idle_since = t;
+            if (t - idle_since < d->spin_us) {
+                sched_yield();
+                continue;
+            }
+        }
         if (res == -EINTR || res == -EAGAIN)
             return true;
+        idle_since = 0;
+        served++;
         if (res <= 0) {
             if (res < 0 && res != -ENODEV)
                 g_warning("reading from the FUSE device: %s", g_strerror(-res));
@@ -401,6 +424,17 @@ run(Daemon *d, int ready_fd)
      * need to choose; CAPSHM_STORAGE=memfd exists for troubleshooting and
      * for the tests of the fallback. */
     StorageKind kind = STORAGE_AUTO;
+    d->spin_us = DEFAULT_SPIN_US;
+    const char *spin_env = g_getenv("CAPSHM_SPIN_US");
+    if (spin_env && *spin_env) {
+        char *end = NULL;
+        gint64 v = g_ascii_strtoll(spin_env, &end, 10);
+        if (*end || v < 0 || v > 10000) {
+            report(ready_fd, "CAPSHM_SPIN_US must be a number of microseconds from 0 to 10000");
+            return status;
+        }
+        d->spin_us = v;
+    }
     const char *kind_env = g_getenv("CAPSHM_STORAGE");
     if (kind_env && *kind_env && !storage_kind_parse(kind_env, &kind)) {
         report(ready_fd, "CAPSHM_STORAGE must be auto, tmpfs or memfd");
