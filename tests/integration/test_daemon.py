@@ -207,3 +207,24 @@ def test_stats_counts_fuse_requests(mnt):
     # 5 LOOKUPs, plus the OPEN/READ/RELEASE of reading .stats itself.
     assert after - before >= 5, (before, after)
     assert after - before <= 5 + 8, (before, after)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "10001", "3x"])
+def test_bad_spin_setting_refused(mount_factory, value):
+    with pytest.raises(RuntimeError) as e:
+        mount_factory(DATAPATHS[0], env={"CAPSHM_SPIN_US": value})
+    assert "CAPSHM_SPIN_US must be a number of microseconds from 0 to 10000" in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["0", "10000"])
+def test_spin_setting_extremes_serve_requests(mount_factory, value):
+    """0 = the daemon sleeps in poll() at once; 10000 = it polls for 10 ms:
+    either way every request is answered and the mount unmounts cleanly."""
+    m = mount_factory(DATAPATHS[0], "linger=1", env={"CAPSHM_SPIN_US": value})
+    for _ in range(20):
+        name, fd = m.create(4096)
+        os.pwrite(fd, b"spin", 0)
+        assert os.pread(fd, 4, 0) == b"spin"
+        os.close(fd)
+        os.unlink(m.p(name))
+    assert m.stats()["regions"] == 0
