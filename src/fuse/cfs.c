@@ -36,8 +36,10 @@ struct cfs_backing_map {
 #define CFS_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
 
 /* Regions change only through this daemon, which invalidates the kernel's
- * copies when they do, so the kernel may cache entries and attributes. */
-#define REGION_TIMEOUT 30.0
+ * copies when they do, so the kernel may cache entries and attributes for
+ * long: a region opened again after a pause then costs no LOOKUP or
+ * GETATTR.  (An OPEN through a stale entry would still be refused here.) */
+#define REGION_TIMEOUT 3600.0
 #define CONTROL_TIMEOUT 3600.0
 
 #define XATTR_PREFIX "user.capshm."
