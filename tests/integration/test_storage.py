@@ -41,7 +41,7 @@ def smnt(request, mount_factory):
 def test_default_storage_is_private_tmpfs(mount_factory):
     with open("/proc/self/mountinfo") as f:
         before = f.read()
-    m = mount_factory(DATAPATHS[0], "linger=1")
+    m = mount_factory(DATAPATHS[0], "linger=1", env={"CAPSHM_STORAGE": ""})
     assert "storage=tmpfs" in m.log(), m.log()
     name, fd = m.create(8192)
     os.pwrite(fd, b"x" * 8192, 0)
