@@ -55,20 +55,55 @@ no_writers(int dirfd, const char *name)
     return rc;
 }
 
-/* Mount a private tmpfs nowhere and check it does what we need: files can
- * be created, and the writer check works (leases may be disabled by
- * fs.leases-enable).  Returns the root fd or -errno, with *why set. */
+/* No size or inode limit of its own: capshm's size/quota/max_regions
+ * options are the limits, checked before any byte is allocated. */
+#define TMPFS_DATA "size=0,nr_inodes=0,mode=0700"
+
+/* Where fsopen() is missing (valgrind does not know it, nor do kernels
+ * before 5.2): mount on a fresh private directory, keep the root open and
+ * detach at once, so the mount is reachable only through that fd. */
 static int
-open_private_tmpfs(const char **why)
+mount_and_detach(const char **why)
 {
+    char dir[] = "/tmp/capshm-storage-XXXXXX";
+    if (!mkdtemp(dir)) {
+        *why = "creating a directory to mount a private tmpfs on failed";
+        return -errno;
+    }
+    int rc = 0, fd = -1;
+    if (mount("capshm", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, TMPFS_DATA) < 0) {
+        rc = -errno;
+        *why = rc == -EPERM ? "mounting a private tmpfs needs CAP_SYS_ADMIN"
+                            : "mounting a private tmpfs failed";
+    } else {
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) {
+            rc = -errno;
+            *why = "opening the private tmpfs failed";
+        }
+        umount2(dir, MNT_DETACH);
+    }
+    rmdir(dir);
+    return fd >= 0 ? fd : rc;
+}
+
+static bool force_mount_and_detach;
+void storage_use_mount_and_detach(bool yes) { force_mount_and_detach = yes; }
+
+/* A tmpfs mounted nowhere: fsopen/fsmount, else mount_and_detach(). */
+static int
+mount_private_tmpfs(const char **why)
+{
+    if (force_mount_and_detach)
+        return mount_and_detach(why);
     int fsfd = fsopen("tmpfs", FSOPEN_CLOEXEC);
     if (fsfd < 0) {
+        if (errno == ENOSYS)
+            return mount_and_detach(why);
         *why = errno == EPERM ? "mounting a private tmpfs needs CAP_SYS_ADMIN"
                               : "the kernel cannot create a detached tmpfs (fsopen)";
         return -errno;
     }
-    /* No size or inode limit of its own: capshm's size/quota/max_regions
-     * options are the limits, checked before any byte is allocated. */
     int rc = 0;
     if (fsconfig(fsfd, FSCONFIG_SET_STRING, "size", "0", 0) < 0 ||
         fsconfig(fsfd, FSCONFIG_SET_STRING, "nr_inodes", "0", 0) < 0 ||
@@ -82,10 +117,21 @@ open_private_tmpfs(const char **why)
     int mnt = fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
     rc = -errno;
     close(fsfd);
-    if (mnt < 0) {
+    if (mnt < 0)
         *why = "mounting a private tmpfs failed";
-        return rc;
-    }
+    return mnt < 0 ? rc : mnt;
+}
+
+/* Mount a private tmpfs nowhere and check it does what we need: files can
+ * be created, and the writer check works (leases may be disabled by
+ * fs.leases-enable).  Returns the root fd or -errno, with *why set. */
+static int
+open_private_tmpfs(const char **why)
+{
+    int mnt = mount_private_tmpfs(why);
+    if (mnt < 0)
+        return mnt;
+    int rc;
     int fd = openat(mnt, "probe", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = -errno;

@@ -3,7 +3,8 @@
  * Two backends behind one small interface:
  *
  *  STORAGE_TMPFS  a private tmpfs instance that is mounted nowhere (fsopen +
- *                 fsmount: only this daemon holds it, and it goes when the
+ *                 fsmount, or mount + immediate detach where fsopen is
+ *                 missing: only this daemon holds it, and it goes when the
  *                 daemon goes).  Each region is a file in it named by its key.
  *                 A file is only *open* while the region is in use, so the
  *                 number of regions is not bounded by RLIMIT_NOFILE.  Seals
@@ -58,6 +59,10 @@ int storage_open(CapshmStorage *st, uint64_t key, int flags);
 void storage_remove(CapshmStorage *st, uint64_t key);
 /* stat() of @key without an open fd (tmpfs only; -ENOTSUP for memfd). */
 int storage_stat(CapshmStorage *st, uint64_t key, struct stat *out);
+
+/* Tests: mount the private tmpfs the way used where fsopen() is missing
+ * (mount on a fresh directory, then detach it at once). */
+void storage_use_mount_and_detach(bool yes);
 
 /* Make @key immutable as far as the storage can enforce it.  memfd: adds
  * F_SEAL_WRITE|GROW|SHRINK|SEAL through @fd.  tmpfs: checks that no file of

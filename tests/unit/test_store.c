@@ -1510,6 +1510,33 @@ START_TEST(test_storage_kind_names)
 }
 END_TEST
 
+/* The fallback for kernels (and valgrind) without fsopen(): mounted on a
+ * fresh directory and detached at once, so no mount table shows it. */
+START_TEST(test_tmpfs_mount_and_detach)
+{
+    storage_use_mount_and_detach(true);
+    CapshmStorage *st = storage_new(STORAGE_TMPFS, NULL, NULL);
+    storage_use_mount_and_detach(false);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_int_eq(storage_kind(st), STORAGE_TMPFS);
+    int fd = storage_create(st, 7);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, "kept", 4, 0), 4);
+    close(fd);
+    fd = storage_open(st, 7, O_RDONLY);
+    char buf[4];
+    ck_assert_int_eq(pread(fd, buf, 4, 0), 4);
+    ck_assert_int_eq(memcmp(buf, "kept", 4), 0);
+    close(fd);
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[1024];
+    while (fgets(line, sizeof line, f))
+        ck_assert_msg(!strstr(line, "capshm-storage-"), "still mounted: %s", line);
+    fclose(f);
+    storage_free(st);
+}
+END_TEST
+
 /* True if this process may mount (CAP_SYS_ADMIN effective): then the tmpfs
  * storage must work and its tests run; without it (a package build under
  * fakeroot) they cannot. */
@@ -1607,6 +1634,7 @@ store_suite(void)
     tcase_add_test(tc, test_tmpfs_many_regions_cost_no_fds);
     tcase_add_test(tc, test_tmpfs_seal_sees_other_writers);
     tcase_add_test(tc, test_tmpfs_destroy_removes_file);
+    tcase_add_test(tc, test_tmpfs_mount_and_detach);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("tmpfs-mappings");
