@@ -56,8 +56,12 @@ no_writers(int dirfd, const char *name)
 }
 
 /* No size or inode limit of its own: capshm's size/quota/max_regions
- * options are the limits, checked before any byte is allocated. */
-#define TMPFS_DATA "size=0,nr_inodes=0,mode=0700"
+ * options are the limits, checked before any byte is allocated.  The same
+ * options go to fsconfig() one by one and to mount(2) joined by commas. */
+static const char *const tmpfs_options[][2] = {
+    { "size", "0" }, { "nr_inodes", "0" }, { "mode", "0700" },
+};
+#define N_TMPFS_OPTIONS (sizeof tmpfs_options / sizeof tmpfs_options[0])
 
 /* Where fsopen() is missing (valgrind does not know it, nor do kernels
  * before 5.2): mount on a fresh private directory, keep the root open and
@@ -70,8 +74,13 @@ mount_and_detach(const char **why)
         *why = "creating a directory to mount a private tmpfs on failed";
         return -errno;
     }
+    GString *data = g_string_new(NULL);
+    for (size_t i = 0; i < N_TMPFS_OPTIONS; i++)
+        g_string_append_printf(data, "%s%s=%s", i ? "," : "", tmpfs_options[i][0], tmpfs_options[i][1]);
     int rc = 0, fd = -1;
-    if (mount("capshm", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, TMPFS_DATA) < 0) {
+    int m = mount("capshm", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, data->str);
+    g_string_free(data, TRUE);
+    if (m < 0) {
         rc = -errno;
         *why = rc == -EPERM ? "mounting a private tmpfs needs CAP_SYS_ADMIN"
                             : "mounting a private tmpfs failed";
@@ -105,11 +114,12 @@ mount_private_tmpfs(const char **why)
         return -errno;
     }
     int rc = 0;
-    if (fsconfig(fsfd, FSCONFIG_SET_STRING, "size", "0", 0) < 0 ||
-        fsconfig(fsfd, FSCONFIG_SET_STRING, "nr_inodes", "0", 0) < 0 ||
-        fsconfig(fsfd, FSCONFIG_SET_STRING, "mode", "0700", 0) < 0 ||
-        fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+    for (size_t i = 0; i < N_TMPFS_OPTIONS && rc == 0; i++)
+        if (fsconfig(fsfd, FSCONFIG_SET_STRING, tmpfs_options[i][0], tmpfs_options[i][1], 0) < 0)
+            rc = -errno;
+    if (rc == 0 && fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
         rc = -errno;
+    if (rc < 0) {
         *why = "configuring a private tmpfs failed";
         close(fsfd);
         return rc;

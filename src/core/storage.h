@@ -9,8 +9,8 @@
  *                 A file is only *open* while the region is in use, so the
  *                 number of regions is not bounded by RLIMIT_NOFILE.  Seals
  *                 are the daemon's (tmpfs files cannot carry memfd seals);
- *                 storage_check_no_writers() asks the kernel, through a read
- *                 lease, whether any open file or mapping could still write.
+ *                 storage_seal() asks the kernel, through a read lease,
+ *                 whether any open file or mapping could still write.
  *  STORAGE_MEMFD  one memfd per region, open for the region's whole life;
  *                 sealing uses the memfd's own seals.  The fallback when the
  *                 daemon may not mount a tmpfs (no CAP_SYS_ADMIN, old kernel,

@@ -421,14 +421,13 @@ store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size)
     if (rc < 0)
         return rc;
     int fd = store_data_fd(s, r);
-    if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
-        rc = fd < 0 ? fd : -errno;
+    rc = fd < 0 ? fd : ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+    close_idle_fd(s, r);
+    if (rc < 0) {
         if (size > r->size)
             quota_release_bytes(s->quota, r->uid, size - r->size);
-        close_idle_fd(s, r);
         return rc;
     }
-    close_idle_fd(s, r);
     if (size < r->size)
         quota_release_bytes(s->quota, r->uid, r->size - size);
     r->size = size;
@@ -476,15 +475,10 @@ store_fallocate(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t len)
     if (rc < 0)
         return rc;
     int fd = store_data_fd(s, r);
-    if (fd < 0 || fallocate(fd, 0, (off_t)off, (off_t)len) < 0) {
-        rc = fd < 0 ? fd : -errno;
-        store_write_done(s, r, off, 0, reserved_end);
-        close_idle_fd(s, r);
-        return rc;
-    }
-    store_write_done(s, r, off, len, reserved_end);
+    rc = fd < 0 ? fd : fallocate(fd, 0, (off_t)off, (off_t)len) < 0 ? -errno : 0;
     close_idle_fd(s, r);
-    return 0;
+    store_write_done(s, r, off, rc < 0 ? 0 : len, reserved_end);
+    return rc;
 }
 
 int

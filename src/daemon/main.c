@@ -420,10 +420,6 @@ run(Daemon *d, int ready_fd)
     raise_fd_limit();
     clear_stale_mount(d->mountpoint);
 
-    /* Where region bytes live (storage.h).  Not a mount option: users never
-     * need to choose; CAPSHM_STORAGE=memfd exists for troubleshooting and
-     * for the tests of the fallback. */
-    StorageKind kind = STORAGE_AUTO;
     d->spin_us = DEFAULT_SPIN_US;
     const char *spin_env = g_getenv("CAPSHM_SPIN_US");
     if (spin_env && *spin_env) {
@@ -435,6 +431,10 @@ run(Daemon *d, int ready_fd)
         }
         d->spin_us = v;
     }
+    /* Where region bytes live (storage.h).  Not a mount option: users never
+     * need to choose; CAPSHM_STORAGE=memfd exists for troubleshooting and
+     * for the tests of the fallback. */
+    StorageKind kind = STORAGE_AUTO;
     const char *kind_env = g_getenv("CAPSHM_STORAGE");
     if (kind_env && *kind_env && !storage_kind_parse(kind_env, &kind)) {
         report(ready_fd, "CAPSHM_STORAGE must be auto, tmpfs or memfd");
