@@ -26,7 +26,24 @@ struct ProcWatch {
     GHashTable *watches; /* tgid -> Watch* (owned) */
     void (*on_exit)(pid_t, void *);
     void *data;
+    GMutex *lock; /* see procwatch_set_lock; NULL: single-threaded */
 };
+
+/* What a watch's GSource carries: not the Watch itself, which another
+ * thread may free (op_unwatch) while the callback waits for the lock. */
+typedef struct {
+    ProcWatch *pw;
+    pid_t tgid;
+} Ticket;
+
+static gpointer
+ticket_new(ProcWatch *pw, pid_t tgid)
+{
+    Ticket *t = g_new(Ticket, 1);
+    t->pw = pw;
+    t->tgid = tgid;
+    return t;
+}
 
 static void
 watch_free(gpointer p)
@@ -48,6 +65,12 @@ procwatch_new(dev_t dev, void (*on_exit)(pid_t, void *), void *data)
     pw->on_exit = on_exit;
     pw->data = data;
     return pw;
+}
+
+void
+procwatch_set_lock(ProcWatch *pw, GMutex *lock)
+{
+    pw->lock = lock;
 }
 
 void
@@ -218,6 +241,7 @@ op_maps_node(void *data, pid_t tgid, uint64_t ino, uint64_t ro_ino)
     return procwatch_maps_node(tgid, pw->dev, ino, ro_ino);
 }
 
+/* Report the exit of the watched process, from the main loop. */
 static gboolean
 fire_exit(Watch *w)
 {
@@ -230,18 +254,41 @@ fire_exit(Watch *w)
     return G_SOURCE_REMOVE;
 }
 
+static bool process_alive(pid_t pid);
+
+/* Every watch source lands here: under the lock, and only if its watch was
+ * not dropped meanwhile (dropping it destroyed this source). */
+static gboolean
+on_watch_event(Ticket *t, bool poll_alive)
+{
+    ProcWatch *pw = t->pw;
+    if (pw->lock)
+        g_mutex_lock(pw->lock);
+    gboolean again = G_SOURCE_REMOVE;
+    Watch *w = g_hash_table_lookup(pw->watches, GINT_TO_POINTER(t->tgid));
+    if (!g_source_is_destroyed(g_main_current_source()) && w) {
+        if (poll_alive && process_alive(w->tgid))
+            again = G_SOURCE_CONTINUE;
+        else
+            fire_exit(w);
+    }
+    if (pw->lock)
+        g_mutex_unlock(pw->lock);
+    return again;
+}
+
 static gboolean
 on_pidfd(gint fd, GIOCondition cond, gpointer data)
 {
     (void)fd;
     (void)cond;
-    return fire_exit(data);
+    return on_watch_event(data, false);
 }
 
 static gboolean
 on_gone(gpointer data)
 {
-    return fire_exit(data);
+    return on_watch_event(data, false);
 }
 
 /* True while process @pid exists and is not a zombie. */
@@ -264,8 +311,7 @@ process_alive(pid_t pid)
 static gboolean
 on_poll_alive(gpointer data)
 {
-    Watch *w = data;
-    return process_alive(w->tgid) ? G_SOURCE_CONTINUE : fire_exit(w);
+    return on_watch_event(data, true);
 }
 
 static void
@@ -283,17 +329,19 @@ op_watch(void *data, pid_t tgid)
     w->pw = pw;
     w->pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
     if (w->pidfd >= 0) {
-        w->source = g_unix_fd_add(w->pidfd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_pidfd, w);
+        w->source = g_unix_fd_add_full(G_PRIORITY_DEFAULT, w->pidfd, G_IO_IN | G_IO_HUP | G_IO_ERR,
+                                       on_pidfd, ticket_new(pw, tgid), g_free);
     } else if (errno == ESRCH) {
         /* Already gone: report it from the main loop rather than re-entering
          * the store from inside its own call. */
-        w->source = g_idle_add(on_gone, w);
+        w->source = g_idle_add_full(G_PRIORITY_DEFAULT_IDLE, on_gone, ticket_new(pw, tgid), g_free);
     } else {
         /* No pidfd for a live process (EMFILE, or ENOSYS on old kernels and
          * under valgrind): calling it gone would drop a live mapper.  Poll
          * for its exit instead. */
         g_debug("pidfd_open(%d): %s; polling for its exit", (int)tgid, g_strerror(errno));
-        w->source = g_timeout_add_seconds(1, on_poll_alive, w);
+        w->source = g_timeout_add_seconds_full(G_PRIORITY_DEFAULT, 1, on_poll_alive,
+                                               ticket_new(pw, tgid), g_free);
     }
     g_hash_table_insert(pw->watches, GINT_TO_POINTER(tgid), w);
 }

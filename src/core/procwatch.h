@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <glib.h>
+
 #include "store.h"
 
 typedef struct ProcWatch ProcWatch;
@@ -20,6 +22,10 @@ typedef struct ProcWatch ProcWatch;
  * called from the main loop when a watched process exits. */
 ProcWatch *procwatch_new(dev_t dev, void (*on_exit)(pid_t tgid, void *data), void *data);
 void procwatch_free(ProcWatch *pw);
+/* The store calls procwatch under @lock when requests are served on several
+ * threads; then its main-loop callbacks (process exits) take @lock too, and
+ * @on_exit runs under it.  Without it, all is one thread. */
+void procwatch_set_lock(ProcWatch *pw, GMutex *lock);
 void procwatch_set_dev(ProcWatch *pw, dev_t dev);
 StoreProcOps procwatch_ops(ProcWatch *pw);
 

@@ -937,19 +937,19 @@ append_usage(const QuotaUsage *u, void *data)
 
 char *
 store_stats_json(CapshmStore *s, uid_t uid, bool is_root, const char *datapath,
-                 uint64_t requests)
+                 const char *transport, uint64_t requests)
 {
     GString *js = g_string_new(NULL);
     QuotaUsage mine = quota_usage(s->quota, uid);
     g_string_append_printf(js,
-        "{\"version\":\"%s\",\"datapath\":\"%s\",\"regions\":%u,\"bytes\":%" G_GUINT64_FORMAT
+        "{\"version\":\"%s\",\"datapath\":\"%s\",\"transport\":\"%s\",\"regions\":%u,\"bytes\":%" G_GUINT64_FORMAT
         ",\"lingering\":%u,\"pinned\":%u,\"created\":%" G_GUINT64_FORMAT
         ",\"destroyed\":%" G_GUINT64_FORMAT ",\"expired_mints\":%" G_GUINT64_FORMAT
         ",\"size_bytes\":%" G_GUINT64_FORMAT ",\"linger\":%u,\"mint_ttl\":%u"
         ",\"requests\":%" G_GUINT64_FORMAT
         ",\"uid\":{\"uid\":%u,\"regions\":%u,\"bytes\":%" G_GUINT64_FORMAT
         ",\"quota_bytes\":%" G_GUINT64_FORMAT ",\"max_regions\":%u}",
-        PACKAGE_VERSION, datapath, store_region_count(s), quota_total_bytes(s->quota),
+        PACKAGE_VERSION, datapath, transport, store_region_count(s), quota_total_bytes(s->quota),
         store_count_in_state(s, REGION_LINGERING), store_count_in_state(s, REGION_PINNED),
         s->counters.created, s->counters.destroyed, s->counters.expired_mints,
         quota_size_limit(s->quota), s->opts.linger_s, s->opts.mint_ttl_s, requests,

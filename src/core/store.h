@@ -182,7 +182,8 @@ GArray *store_holder_pids(CapshmStore *s, CapshmRegion *r);
 /* --- reporting ---------------------------------------------------------- */
 
 /* The .stats JSON for @uid (with per_uid if @is_root); @datapath is
- * "passthrough" or "cache"; @requests is the FUSE requests served so far.
+ * "passthrough" or "cache"; @transport is how requests reach the daemon
+ * ("io_uring" or "device"); @requests is the FUSE requests served so far.
  * Caller frees. */
 char *store_stats_json(CapshmStore *s, uid_t uid, bool is_root, const char *datapath,
-                       uint64_t requests);
+                       const char *transport, uint64_t requests);

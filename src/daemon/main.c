@@ -1,8 +1,13 @@
 /* capshmfs — the daemon: options, mount, main loop, signals, logging.
  *
- * One thread answers every FUSE request from a GLib main loop, so the store
- * needs no locks; a second thread only sends kernel invalidations (see
- * fuse/notify.h).  Start-up order matters:
+ * Two ways to receive FUSE requests (the "transport"):
+ *  - device: the GLib main loop reads /dev/fuse on the main thread;
+ *  - io_uring (libfuse >= 3.18, fuse.enable_uring): libfuse's own loop runs
+ *    on a thread of ours and starts one ring thread per CPU, so a request
+ *    is answered on the CPU that sent it.
+ * Either way every FUSE callback runs under the core lock (cfs.h), which the
+ * main loop's timers and process-exit callbacks take too.  Another thread
+ * only sends kernel invalidations (see fuse/notify.h).  Start-up order:
  *   parse options → (fork; the parent waits) → mount → answer INIT →
  *   settle the data path → tell the parent "ready" → serve.
  * The parent exits 0 only once the mount answers requests, or 1 with the
@@ -10,6 +15,7 @@
  */
 
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <sched.h>
 #include <fcntl.h>
@@ -17,6 +23,7 @@
 #include <glib-unix.h>
 #include <glib.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +60,12 @@ typedef struct {
     bool use_syslog;
     bool serving;  /* data path settled: answer everything */
     int64_t spin_us;  /* see drain_requests; CAPSHM_SPIN_US, 0 = never */
+    /* io_uring transport: the thread running fuse_session_loop, and whether
+     * that loop has returned (set by that thread). */
+    bool use_uring;
+    bool fuse_thread_started;
+    pthread_t fuse_thread;
+    gint fuse_loop_done;
 } Daemon;
 
 #define DEFAULT_SPIN_US 30
@@ -102,7 +115,10 @@ fuse_log_bridge(enum fuse_log_level level, const char *fmt, va_list ap)
 
 static gboolean on_tick(gpointer data);
 
-/* Run what is due in the store and arm one timer for the next deadline. */
+/* Run what is due in the store and arm one timer for the next deadline.
+ * Under the core lock: after every request (cfs_set_after_request), from
+ * the timer, and after a process exit.  GLib's sources may be added and
+ * removed from any thread. */
 static void
 schedule_tick(Daemon *d)
 {
@@ -124,9 +140,19 @@ static gboolean
 on_tick(gpointer data)
 {
     Daemon *d = data;
-    d->tick_source = 0;
+    cfs_lock(d->fs);
+    /* A request may have replaced this timer while we waited for the lock. */
+    if (d->tick_source == g_source_get_id(g_main_current_source()))
+        d->tick_source = 0;
     schedule_tick(d);
+    cfs_unlock(d->fs);
     return G_SOURCE_REMOVE;
+}
+
+static void
+after_request(void *data)
+{
+    schedule_tick(data);
 }
 
 /* Answer every request that is waiting, at most 64 before the other
@@ -162,7 +188,6 @@ drain_requests(Daemon *d)
                 g_warning("reading from the FUSE device: %s", g_strerror(-res));
             return false;
         }
-        cfs_note_request(d->fs);
         fuse_session_process_buf(d->se, &d->buf);
         if (fuse_session_exited(d->se))
             return false;
@@ -179,7 +204,6 @@ on_fuse_readable(gint fd, GIOCondition cond, gpointer data)
     (void)fd;
     Daemon *d = data;
     bool alive = !(cond & (G_IO_ERR | G_IO_NVAL)) && drain_requests(d);
-    schedule_tick(d);
     if (!alive) {
         d->fuse_source = 0;
         g_main_loop_quit(d->loop);
@@ -197,12 +221,116 @@ on_signal(gpointer data)
     return G_SOURCE_CONTINUE;
 }
 
+/* From procwatch, under the core lock. */
 static void
 on_process_exit(pid_t tgid, void *data)
 {
     Daemon *d = data;
     store_process_exited(d->store, tgid);
     schedule_tick(d);
+}
+
+/* --- io_uring transport ---------------------------------------------------- */
+
+typedef enum { URING_AUTO, URING_ON, URING_OFF } UringMode;
+
+/* May we ask libfuse for FUSE over io_uring?  If not, *why says why. */
+static bool
+uring_possible(const char **why)
+{
+#ifndef HAVE_FUSE_URING
+    *why = "capshmfs was built against libfuse < 3.18, which has no FUSE over io_uring";
+    return false;
+#else
+    g_autofree char *v = NULL;
+    if (!g_file_get_contents("/sys/module/fuse/parameters/enable_uring", &v, NULL, NULL)) {
+        *why = "the kernel has no FUSE over io_uring (Linux >= 6.14 with CONFIG_FUSE_IO_URING)";
+        return false;
+    }
+    if (v[0] != 'Y' && v[0] != '1') {
+        *why = "the kernel has FUSE over io_uring switched off "
+               "(as root: echo Y > /sys/module/fuse/parameters/enable_uring)";
+        return false;
+    }
+    *why = NULL;
+    return true;
+#endif
+}
+
+static void
+on_wake_signal(int sig)
+{
+    (void)sig; /* only interrupts the FUSE thread's read() */
+}
+
+/* The FUSE thread: libfuse's loop reads what still comes through /dev/fuse
+ * (INIT, FORGET, INTERRUPT) and, for io_uring, owns the ring threads: it
+ * starts them at INIT and stops them when it returns. */
+static void *
+fuse_thread_main(void *data)
+{
+    Daemon *d = data;
+    pthread_setname_np(pthread_self(), "capshm-fuse");
+    int rc = fuse_session_loop(d->se);
+    if (rc < 0 && rc != -ENODEV && !fuse_session_exited(d->se))
+        g_warning("FUSE session loop: %s", g_strerror(-rc));
+    g_atomic_int_set(&d->fuse_loop_done, 1);
+    g_main_loop_quit(d->loop);
+    return NULL;
+}
+
+/* Make the FUSE thread's loop return and wait for it (and so for every
+ * ring thread).  Its read() may be blocked: a signal without SA_RESTART
+ * interrupts it, repeated in case it lands just before the read. */
+static void
+stop_fuse_thread(Daemon *d)
+{
+    if (!d->fuse_thread_started)
+        return;
+    fuse_session_exit(d->se);
+    while (!g_atomic_int_get(&d->fuse_loop_done)) {
+        pthread_kill(d->fuse_thread, SIGUSR2);
+        g_usleep(10000);
+    }
+    pthread_join(d->fuse_thread, NULL);
+    d->fuse_thread_started = false;
+}
+
+static bool
+start_fuse_thread(Daemon *d)
+{
+    /* libfuse stops its ring threads with pthread_cancel, for which glibc
+     * loads libgcc_s on first use: load it now, while a file descriptor is
+     * surely free (a daemon at its fd limit aborted there otherwise). */
+    if (!dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NODELETE))
+        g_warning("loading libgcc_s.so.1 (needed to stop the io_uring threads): %s", dlerror());
+    struct sigaction sa = { .sa_handler = on_wake_signal }; /* no SA_RESTART */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR2, &sa, NULL);
+    int rc = pthread_create(&d->fuse_thread, NULL, fuse_thread_main, d);
+    if (rc != 0) {
+        g_warning("starting the FUSE thread: %s", g_strerror(rc));
+        return false;
+    }
+    d->fuse_thread_started = true;
+    return true;
+}
+
+/* Did libfuse start its io_uring queues when it answered INIT?  It names
+ * their threads "fuse-ring-N" and has none when starting them failed (it
+ * then serves /dev/fuse alone, and only logs why). */
+static bool
+uring_threads_running(void)
+{
+    g_autoptr(GDir) dir = g_dir_open("/proc/self/task", 0, NULL);
+    const char *tid;
+    while (dir && (tid = g_dir_read_name(dir))) {
+        g_autofree char *path = g_strdup_printf("/proc/self/task/%s/comm", tid);
+        g_autofree char *comm = NULL;
+        if (g_file_get_contents(path, &comm, NULL, NULL) && g_str_has_prefix(comm, "fuse-ring-"))
+            return true;
+    }
+    return false;
 }
 
 /* --- start-up helpers -------------------------------------------------------- */
@@ -303,9 +431,11 @@ static void
 clear_stale_mount(const char *mp)
 {
     /* statfs, not stat: the kernel may answer stat() of a dead FUSE root
-     * from its attribute cache, but always asks the daemon for statfs. */
+     * from its attribute cache, but always asks the daemon for statfs.
+     * ECONNABORTED: a request caught in the teardown of a dead daemon's
+     * io_uring queues. */
     struct statfs sfs;
-    if (statfs(mp, &sfs) == 0 || errno != ENOTCONN)
+    if (statfs(mp, &sfs) == 0 || (errno != ENOTCONN && errno != ECONNABORTED))
         return;
     if (umount2(mp, MNT_DETACH) == 0)
         g_message("%s: cleared a stale mount left by a daemon that died", mp);
@@ -431,6 +561,32 @@ run(Daemon *d, int ready_fd)
         }
         d->spin_us = v;
     }
+    /* How requests arrive: CAPSHM_IO_URING=auto (io_uring where the kernel
+     * and libfuse allow it), on (fail the mount otherwise) or off. */
+    UringMode uring_mode = URING_AUTO;
+    const char *uring_env = g_getenv("CAPSHM_IO_URING");
+    if (uring_env && *uring_env) {
+        if (strcmp(uring_env, "auto") == 0)
+            uring_mode = URING_AUTO;
+        else if (strcmp(uring_env, "on") == 0)
+            uring_mode = URING_ON;
+        else if (strcmp(uring_env, "off") == 0)
+            uring_mode = URING_OFF;
+        else {
+            report(ready_fd, "CAPSHM_IO_URING must be auto, on or off");
+            return status;
+        }
+    }
+    const char *uring_why = "CAPSHM_IO_URING=off";
+    d->use_uring = uring_mode != URING_OFF && uring_possible(&uring_why);
+    if (uring_mode == URING_ON && !d->use_uring) {
+        snprintf(errbuf, sizeof errbuf, "CAPSHM_IO_URING=on: %s", uring_why);
+        report(ready_fd, errbuf);
+        return status;
+    }
+    /* libfuse also reads these; the choice is ours alone. */
+    g_unsetenv("FUSE_URING_ENABLE");
+    g_unsetenv("FUSE_URING_QUEUE_DEPTH");
     /* Where region bytes live (storage.h).  Not a mount option: users never
      * need to choose; CAPSHM_STORAGE=memfd exists for troubleshooting and
      * for the tests of the fallback. */
@@ -450,7 +606,8 @@ run(Daemon *d, int ready_fd)
     d->fs = cfs_new(d->store, d->opts.datapath);
 
     g_autofree char *fuse_o = g_strdup_printf(
-        "fsname=capshm,subtype=capshmfs,default_permissions%s%s%s",
+        "fsname=capshm,subtype=capshmfs,default_permissions%s%s%s%s",
+        d->use_uring ? ",io_uring" : "",
         d->opts.allow_other ? ",allow_other" : "",
         d->opts.fuse_opts->len ? "," : "", d->opts.fuse_opts->str);
     char *argv[] = { "capshmfs", "-o", fuse_o, d->debug ? "-d" : NULL, NULL };
@@ -462,6 +619,7 @@ run(Daemon *d, int ready_fd)
         goto out;
     }
     cfs_set_session(d->fs, d->se);
+    cfs_set_after_request(d->fs, after_request, d);
     if (fuse_session_mount(d->se, d->mountpoint) != 0) {
         snprintf(errbuf, sizeof errbuf, "%s: mount failed (is /dev/fuse there, and may this user mount?)",
                  d->mountpoint);
@@ -474,27 +632,65 @@ run(Daemon *d, int ready_fd)
         g_warning("%s: device number not found in mountinfo; mappings cannot be attributed",
                   d->mountpoint);
     d->procwatch = procwatch_new(dev, on_process_exit, d);
+    procwatch_set_lock(d->procwatch, cfs_core_lock(d->fs));
     StoreProcOps pops = procwatch_ops(d->procwatch);
     store_set_proc_ops(d->store, &pops);
 
-    int fd = fuse_session_fd(d->se);
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     d->loop = g_main_loop_new(NULL, FALSE);
 
-    /* Answer INIT before saying we are ready. */
-    GMainContext *ctx = g_main_context_default();
-    d->fuse_source = g_unix_fd_add(fd, G_IO_IN | G_IO_ERR | G_IO_HUP, on_fuse_readable, d);
-    while (!cfs_init_done(d->fs) && !fuse_session_exited(d->se))
-        g_main_context_iteration(ctx, TRUE);
+    /* Answer INIT and settle the data path before any other request: the
+     * core lock holds the io_uring threads back, drain_requests the
+     * device transport. */
+    cfs_lock(d->fs);
+    if (d->use_uring) {
+        /* INIT here, so that its reply (which enables passthrough in the
+         * kernel) is written before the data path is probed; libfuse starts
+         * the ring threads while answering it. */
+        while (!cfs_init_done(d->fs)) {
+            int res = fuse_session_receive_buf(d->se, &d->buf);
+            if (res == -EINTR)
+                continue;
+            if (res <= 0)
+                break;
+            fuse_session_process_buf(d->se, &d->buf);
+        }
+        if (cfs_init_done(d->fs) && !start_fuse_thread(d)) {
+            cfs_unlock(d->fs);
+            report(ready_fd, "could not start the FUSE thread");
+            goto out_unmount;
+        }
+    } else {
+        int fd = fuse_session_fd(d->se);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        GMainContext *ctx = g_main_context_default();
+        d->fuse_source = g_unix_fd_add(fd, G_IO_IN | G_IO_ERR | G_IO_HUP, on_fuse_readable, d);
+        cfs_unlock(d->fs); /* INIT runs here, on this thread */
+        while (!cfs_init_done(d->fs) && !fuse_session_exited(d->se))
+            g_main_context_iteration(ctx, TRUE);
+        cfs_lock(d->fs);
+    }
     if (!cfs_init_done(d->fs)) {
+        cfs_unlock(d->fs);
         report(ready_fd, "the kernel closed the FUSE connection during start-up");
         goto out_unmount;
     }
     const char *why = NULL;
     if (cfs_settle_datapath(d->fs, &why) < 0) {
+        cfs_unlock(d->fs);
         snprintf(errbuf, sizeof errbuf, "datapath=passthrough: %s", why);
         report(ready_fd, errbuf);
         goto out_unmount;
+    }
+    if (d->use_uring && !uring_threads_running()) {
+        /* libfuse could not start its rings (built without liburing, or
+         * the kernel refused) and serves /dev/fuse from our thread alone. */
+        if (uring_mode == URING_ON) {
+            cfs_unlock(d->fs);
+            report(ready_fd, "CAPSHM_IO_URING=on: libfuse did not start FUSE over io_uring (see the log)");
+            goto out_unmount;
+        }
+        uring_why = "libfuse did not start it";
+        d->use_uring = false;
     }
     g_unix_signal_add(SIGTERM, on_signal, d);
     g_unix_signal_add(SIGINT, on_signal, d);
@@ -510,23 +706,31 @@ run(Daemon *d, int ready_fd)
 
     if (why)
         g_message("datapath=auto: using the cache data path: %s", why);
+    if (d->fuse_thread_started && !d->use_uring)
+        g_warning("FUSE over io_uring: %s; requests come through /dev/fuse, one at a time", uring_why);
+    else if (!d->use_uring && uring_mode == URING_AUTO)
+        g_message("requests come through /dev/fuse (not io_uring: %s)", uring_why);
     if (storage_why)
         g_message("regions are kept in memfds, one open file each (so at most RLIMIT_NOFILE regions): %s",
                   storage_why);
-    g_message("mounted %s (datapath=%s, storage=%s, linger=%us, mint_ttl=%us, size=%" G_GUINT64_FORMAT
+    g_message("mounted %s (datapath=%s, transport=%s, storage=%s, linger=%us, mint_ttl=%us, size=%" G_GUINT64_FORMAT
               ", quota=%" G_GUINT64_FORMAT ", max_regions=%u, names=%s)",
-              d->mountpoint, cfs_datapath_name(d->fs),
+              d->mountpoint, cfs_datapath_name(d->fs), d->use_uring ? "io_uring" : "device",
               storage_kind_name(storage_kind(store_storage(d->store))), d->opts.linger_s, d->opts.mint_ttl_s,
               d->opts.size_bytes, d->opts.quota_bytes, d->opts.max_regions,
               d->opts.names == NAMES_MODE_ANY ? "any" : "capability");
     if (cfs_datapath(d->fs) == CFS_PATH_CACHE)
         relax_bdi(dev);
+    /* Only now: the log says "mounted" before any request is answered. */
+    cfs_unlock(d->fs);
 
-    g_main_loop_run(d->loop);
+    if (!g_atomic_int_get(&d->fuse_loop_done))
+        g_main_loop_run(d->loop);
     status = 0;
     g_message("unmounting %s", d->mountpoint);
 
 out_unmount:
+    stop_fuse_thread(d); /* after it, no callback runs any more */
     if (d->fuse_source)
         g_source_remove(d->fuse_source);
     d->fuse_source = 0;
@@ -603,7 +807,7 @@ main(int argc, char **argv)
     char real[PATH_MAX];
     if (!realpath(mp, real)) {
         /* A dead mount answers ENOTCONN: keep the path as given. */
-        if (errno != ENOTCONN) {
+        if (errno != ENOTCONN && errno != ECONNABORTED) {
             fprintf(stderr, "capshmfs: %s: %s\n", mp, strerror(errno));
             options_clear(&d.opts);
             return 1;

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -74,7 +75,14 @@ struct CapshmFs {
     GHashTable *nodes; /* ino -> CfsNode* (owned) */
     GHashTable *files; /* every open CfsFile (owned): unmount sends no RELEASE */
     Notifier *notifier;
-    bool init_done;
+    /* The core lock (see cfs.h), and what to run before releasing it at the
+     * end of each callback. */
+    GMutex lock;
+    void (*after_request)(void *data);
+    void *after_request_data;
+    /* Set by INIT, which runs without the core lock: the daemon holds that
+     * lock while it waits for INIT and settles the data path. */
+    gint init_done;
     bool passthrough_negotiated;
     uid_t owner_uid;
     gid_t owner_gid;
@@ -108,6 +116,7 @@ cfs_new(CapshmStore *store, CapshmDatapath want)
     fs->store = store;
     fs->want = want;
     fs->path = CFS_PATH_CACHE;
+    g_mutex_init(&fs->lock);
     fs->nodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, node_free);
     fs->files = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)file_free, NULL);
     fs->owner_uid = geteuid();
@@ -127,18 +136,64 @@ cfs_free(CapshmFs *fs)
     g_hash_table_destroy(fs->files); /* handles still open at unmount */
     g_hash_table_destroy(fs->nodes);
     g_free(fs->readbuf);
+    g_mutex_clear(&fs->lock);
     g_free(fs);
 }
 
 void cfs_set_session(CapshmFs *fs, struct fuse_session *se) { fs->se = se; }
-bool cfs_init_done(const CapshmFs *fs) { return fs->init_done; }
+bool cfs_init_done(const CapshmFs *fs) { return g_atomic_int_get(&fs->init_done) != 0; }
 CfsDataPath cfs_datapath(const CapshmFs *fs) { return fs->path; }
 const char *
 cfs_datapath_name(const CapshmFs *fs)
 {
     return fs->path == CFS_PATH_PASSTHROUGH ? "passthrough" : "cache";
 }
-void cfs_note_request(CapshmFs *fs) { fs->requests++; }
+uint64_t cfs_requests(const CapshmFs *fs) { return fs->requests; }
+void cfs_lock(CapshmFs *fs) { g_mutex_lock(&fs->lock); }
+void cfs_unlock(CapshmFs *fs) { g_mutex_unlock(&fs->lock); }
+GMutex *cfs_core_lock(CapshmFs *fs) { return &fs->lock; }
+
+void
+cfs_set_after_request(CapshmFs *fs, void (*fn)(void *data), void *data)
+{
+    fs->after_request = fn;
+    fs->after_request_data = data;
+}
+
+/* --- the core lock around every callback ------------------------------------ */
+
+/* What a callback holds while it runs: the core lock, and cancellation
+ * switched off (libfuse cancels its io_uring threads at unmount; a thread
+ * cancelled inside a callback would never release the lock). */
+typedef struct {
+    CapshmFs *fs;
+    int cancel_state;
+} CfsCall;
+
+static CfsCall
+call_enter(fuse_req_t req)
+{
+    CfsCall c = { .fs = fuse_req_userdata(req) };
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &c.cancel_state);
+    g_mutex_lock(&c.fs->lock);
+    c.fs->requests++;
+    return c;
+}
+
+static void
+call_leave(CfsCall *c)
+{
+    if (c->fs->after_request)
+        c->fs->after_request(c->fs->after_request_data);
+    g_mutex_unlock(&c->fs->lock);
+    pthread_setcancelstate(c->cancel_state, NULL);
+}
+
+/* First statement of every callback: declares `fs` and holds the core lock
+ * until the callback returns (after its reply). */
+#define CFS_CALL(req)                                                            \
+    __attribute__((cleanup(call_leave))) CfsCall call_ = call_enter(req);        \
+    CapshmFs *fs G_GNUC_UNUSED = call_.fs
 
 void
 cfs_start_notifier(CapshmFs *fs)
@@ -234,6 +289,19 @@ caller_of(fuse_req_t req)
 {
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     return (CapshmCaller){ .uid = ctx->uid, .gid = ctx->gid, .pid = ctx->pid };
+}
+
+/* How @req reached us: over FUSE io_uring or read from /dev/fuse. */
+static const char *
+request_transport(fuse_req_t req)
+{
+#ifdef HAVE_FUSE_URING
+    if (fuse_req_is_uring(req))
+        return "io_uring";
+#else
+    (void)req;
+#endif
+    return "device";
 }
 
 static CfsNode *
@@ -387,7 +455,7 @@ cfs_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
     conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_READ);
 #endif
-    fs->init_done = true;
+    g_atomic_int_set(&fs->init_done, 1);
 }
 
 static void
@@ -401,7 +469,7 @@ cfs_destroy(void *userdata)
 static void
 cfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     if (parent != CFS_ROOT_INO)
         return reply_err(req, parent == CFS_NEW_INO || parent == CFS_STATS_INO ||
                                       node_find(fs, parent) ? ENOTDIR : ENOENT);
@@ -440,7 +508,7 @@ forget_one(CapshmFs *fs, fuse_ino_t ino, uint64_t nlookup)
 static void
 cfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     forget_one(fs, ino, nlookup);
     fuse_reply_none(req);
 }
@@ -448,7 +516,7 @@ cfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 static void
 cfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     for (size_t i = 0; i < count; i++)
         forget_one(fs, forgets[i].ino, forgets[i].nlookup);
     fuse_reply_none(req);
@@ -458,7 +526,7 @@ static void
 cfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)fi;
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     struct stat st;
     if (is_static_ino(ino)) {
         fill_static_attr(fs, ino, &st);
@@ -487,7 +555,7 @@ cfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
             struct fuse_file_info *fi)
 {
     (void)fi;
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     if (is_static_ino(ino))
         return reply_err(req, EPERM);
     bool is_ro = false;
@@ -534,7 +602,7 @@ cfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 static void
 cfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     if (parent != CFS_ROOT_INO)
         return reply_err(req, ENOENT);
     if (names_is_control(name))
@@ -559,6 +627,7 @@ cfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void
 cfs_refuse(fuse_req_t req)
 {
+    CFS_CALL(req);
     reply_err(req, EPERM);
 }
 
@@ -694,7 +763,7 @@ open_region(CapshmFs *fs, fuse_req_t req, CapshmRegion *r, bool is_ro,
 static void
 cfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     if (ino == CFS_NEW_INO || ino == CFS_STATS_INO) {
         if (wants_write(fi->flags))
             return reply_err(req, EACCES);
@@ -708,7 +777,8 @@ cfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             text = g_strdup_printf("%s\n", name);
         } else {
             text = store_stats_json(fs->store, ctx->uid, ctx->uid == 0,
-                                    cfs_datapath_name(fs), fs->requests);
+                                    cfs_datapath_name(fs), request_transport(req),
+                                    fs->requests);
         }
         CfsFile *f = text_file(text);
         fi->fh = (uint64_t)(uintptr_t)f;
@@ -767,7 +837,7 @@ static void
 cfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
            struct fuse_file_info *fi)
 {
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     if (parent != CFS_ROOT_INO)
         return reply_err(req, ENOTDIR);
     if (strlen(name) > NAMES_MAX)
@@ -809,7 +879,7 @@ static void
 cfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (f && f->kind == FH_REGION)
         release_region_file(fs, f);
@@ -822,6 +892,7 @@ static void
 cfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino; (void)fi;
+    CFS_CALL(req);
     reply_err(req, 0);
 }
 
@@ -829,6 +900,7 @@ static void
 cfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     (void)ino; (void)datasync; (void)fi;
+    CFS_CALL(req);
     /* Memory has nowhere to be synced to. */
     reply_err(req, 0);
 }
@@ -839,7 +911,7 @@ static void
 cfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)ino;
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (!f)
         return reply_err(req, EBADF);
@@ -884,7 +956,7 @@ cfs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
               struct fuse_file_info *fi)
 {
     (void)ino;
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (!f || f->kind != FH_REGION)
         return reply_err(req, EBADF);
@@ -920,7 +992,7 @@ cfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
               struct fuse_file_info *fi)
 {
     (void)fi;
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     bool is_ro = false;
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     if (!r)
@@ -942,7 +1014,7 @@ cfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 static void
 cfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     if (ino != CFS_ROOT_INO)
         return reply_err(req, ENOTDIR);
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -968,6 +1040,7 @@ static void
 cfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)ino;
+    CFS_CALL(req);
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (!f || f->kind != FH_DIR)
         return reply_err(req, EBADF);
@@ -994,7 +1067,7 @@ static void
 cfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     g_hash_table_remove(fs->files, (CfsFile *)(uintptr_t)fi->fh);
     reply_err(req, 0);
 }
@@ -1003,7 +1076,7 @@ static void
 cfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     (void)ino;
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     Quota *q = store_quota(fs->store);
     struct statvfs sv = { 0 };
     sv.f_bsize = sv.f_frsize = 4096;
@@ -1043,7 +1116,7 @@ reply_xattr_value(fuse_req_t req, const char *val, size_t size)
 static void
 cfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     bool is_ro = false;
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     if (!r)
@@ -1103,7 +1176,7 @@ cfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value
              size_t size, int flags)
 {
     (void)flags;
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     bool is_ro = false;
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     if (!r)
@@ -1131,7 +1204,7 @@ cfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value
 static void
 cfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-    CapshmFs *fs = fuse_req_userdata(req);
+    CFS_CALL(req);
     bool is_ro = false;
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     GString *s = g_string_new(NULL);
@@ -1159,6 +1232,7 @@ static void
 cfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
     (void)ino; (void)name;
+    CFS_CALL(req);
     reply_err(req, strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0 ? EINVAL : ENOTSUP);
 }
 

@@ -6,7 +6,13 @@
  * Ownership: CapshmFs borrows the store (the daemon owns it) and owns its
  * node table; every node and every open file handle holds a region
  * reference, dropped on FORGET / RELEASE or in cfs_free().
- * Never holds a lock: the daemon answers requests on one thread.
+ *
+ * Threads: requests may be answered on several threads at once (FUSE over
+ * io_uring runs one per CPU), so every callback runs under one core lock
+ * (cfs_lock) that also guards the store and procwatch.  Anything else that
+ * touches them (the daemon's timers, process-exit callbacks) takes it too.
+ * The lock is never held while waiting for the kernel to answer another
+ * request: invalidations go through the notifier thread.
  */
 #pragma once
 
@@ -51,6 +57,16 @@ void cfs_start_notifier(CapshmFs *fs);
 /* Stop sending invalidations (at shutdown, before the store is freed). */
 void cfs_stop_notifier(CapshmFs *fs);
 
-/* Count one FUSE request (the daemon calls it per request it reads);
- * .stats reports the total as "requests". */
-void cfs_note_request(CapshmFs *fs);
+/* The core lock: held by every callback; take it around any other use of
+ * the store (or of this CapshmFs) from outside a callback.  Not recursive. */
+void cfs_lock(CapshmFs *fs);
+void cfs_unlock(CapshmFs *fs);
+/* The lock itself, for procwatch_set_lock (lives as long as @fs). */
+GMutex *cfs_core_lock(CapshmFs *fs);
+
+/* Called under the core lock at the end of every callback (after its
+ * reply): the daemon re-arms its timer for the store's next deadline. */
+void cfs_set_after_request(CapshmFs *fs, void (*fn)(void *data), void *data);
+
+/* Requests answered so far (.stats "requests").  Under the core lock. */
+uint64_t cfs_requests(const CapshmFs *fs);

@@ -189,7 +189,7 @@ check_usage(const QuotaUsage *u, void *data)
 static void
 check_stats(Fuzz *f, uid_t uid, bool root)
 {
-    char *js = store_stats_json(f->s, uid, root, root ? "passthrough" : "cache", 0);
+    char *js = store_stats_json(f->s, uid, root, root ? "passthrough" : "cache", "device", 0);
     const char *why = NULL;
     CHECK(json_validate(js, strlen(js), &why), "invalid JSON (%s): %s", why, js);
     uint64_t v;

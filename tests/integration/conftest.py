@@ -272,6 +272,12 @@ def gone(path):
         return True
 
 
+# What a mount whose daemon is gone answers: ENOTCONN, or ECONNABORTED for
+# a request the kernel had already queued (an io_uring torn down with the
+# daemon, or a copy of the mount that saw the connection aborted).
+DEAD = (errno.ENOTCONN, errno.ECONNABORTED)
+
+
 def errno_of(fn):
     """Call fn; return the errno it raised, or 0."""
     try:

@@ -31,7 +31,7 @@ import time
 
 import pytest
 
-from conftest import CAPSHMFS, USER_A, USER_B
+from conftest import CAPSHMFS, DEAD, USER_A, USER_B
 
 # --- the agent -------------------------------------------------------------------
 
@@ -448,9 +448,6 @@ def settle(agent, timeout=2.0):
         time.sleep(0.01)
 
 
-# What a copy of a mount whose daemon is gone answers: ENOTCONN, or
-# ECONNABORTED when the kernel saw the connection aborted.
-DEAD = (errno.ENOTCONN, errno.ECONNABORTED)
 
 
 def test_daemon_restart_reaches_only_parent_binds_with_slave_propagation(hostns, containers, tmp_path, datapath):

@@ -1345,11 +1345,12 @@ START_TEST(test_stats_json)
     ck_assert_int_eq(store_unlink(env.s, gone), 0);
     store_released(env.s, gone, 100, true);
 
-    g_autofree char *js = store_stats_json(env.s, 1000, false, "cache", 42);
+    g_autofree char *js = store_stats_json(env.s, 1000, false, "cache", "io_uring", 42);
     ck_assert(json_valid(js));
     ck_assert_has(js, "\"requests\":42");
     ck_assert_has(js, "\"version\":\"" PACKAGE_VERSION "\"");
     ck_assert_has(js, "\"datapath\":\"cache\"");
+    ck_assert_has(js, "\"transport\":\"io_uring\"");
     ck_assert_has(js, "\"regions\":2,");
     ck_assert_has(js, "\"bytes\":4096,");
     ck_assert_has(js, "\"lingering\":0");
@@ -1361,12 +1362,12 @@ START_TEST(test_stats_json)
                       "\"quota_bytes\":524288,\"max_regions\":4}");
     ck_assert(strstr(js, "per_uid") == NULL); /* not for non-root */
 
-    g_autofree char *other = store_stats_json(env.s, 2000, false, "passthrough", 0);
+    g_autofree char *other = store_stats_json(env.s, 2000, false, "passthrough", "device", 0);
     ck_assert(json_valid(other));
     ck_assert_has(other, "\"datapath\":\"passthrough\"");
     ck_assert_has(other, "\"uid\":{\"uid\":2000,\"regions\":1,\"bytes\":0,");
 
-    g_autofree char *root = store_stats_json(env.s, 0, true, "cache", 0);
+    g_autofree char *root = store_stats_json(env.s, 0, true, "cache", "device", 0);
     ck_assert(json_valid(root));
     ck_assert_has(root, "\"uid\":{\"uid\":0,\"regions\":0,\"bytes\":0,");
     ck_assert_has(root, "\"per_uid\":[{\"uid\":1000,\"regions\":1,\"bytes\":4096");
@@ -1374,7 +1375,7 @@ START_TEST(test_stats_json)
 
     /* A lingering region counts as a live region and as lingering. */
     store_released(env.s, r, 100, true);
-    g_autofree char *after = store_stats_json(env.s, 1000, false, "cache", 0);
+    g_autofree char *after = store_stats_json(env.s, 1000, false, "cache", "device", 0);
     ck_assert(json_valid(after));
     ck_assert_has(after, "\"regions\":2,");
     ck_assert_has(after, "\"lingering\":1");
@@ -1383,7 +1384,7 @@ END_TEST
 
 START_TEST(test_stats_json_empty)
 {
-    g_autofree char *js = store_stats_json(env.s, 0, true, "cache", 0);
+    g_autofree char *js = store_stats_json(env.s, 0, true, "cache", "device", 0);
     ck_assert(json_valid(js));
     ck_assert_has(js, "\"regions\":0,");
     ck_assert_has(js, "\"per_uid\":[]");
