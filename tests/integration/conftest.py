@@ -6,6 +6,12 @@ Environment (set by scripts/test; defaults point at an in-tree build/):
   CAPSHM_HELPER     path of tests/integration/helpers/shm-helper
   CAPSHM_DATAPATHS  comma-separated data paths to test: "passthrough,cache"
                     (a libfuse 3.14 build sets "cache")
+  CAPSHM_IO_URING   passed on to the daemons: "off" tests the /dev/fuse
+                    transport with a build that could use io_uring
+
+Every mount checks that it got the transport it should: io_uring when the
+build has it (libfuse >= 3.18) and CAPSHM_IO_URING is not off, which needs
+the kernel's fuse.enable_uring switched on (scripts/test does that).
 
 Every mount is made by the `mount` factory fixture and is always unmounted
 and its daemon killed at teardown, even when the test fails.
@@ -47,6 +53,26 @@ CAPSHMFS = os.environ.get("CAPSHMFS", os.path.join(BUILD, "src/daemon/capshmfs")
 CAPSHM_CLI = os.environ.get("CAPSHM_CLI", os.path.join(BUILD, "src/cli/capshm"))
 HELPER = os.environ.get("CAPSHM_HELPER", os.path.join(BUILD, "tests/integration/helpers/shm-helper"))
 DATAPATHS = [d for d in os.environ.get("CAPSHM_DATAPATHS", "passthrough,cache").split(",") if d]
+
+
+def _build_defines(macro):
+    try:
+        with open(os.path.join(BUILD, "config.h")) as f:
+            return ("#define %s 1\n" % macro) in f.read()
+    except OSError:
+        return False
+
+
+URING_BUILD = _build_defines("HAVE_FUSE_URING")
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
+def expected_transport(env=None):
+    """The transport a daemon started with extra environment @env must use."""
+    want = (env or {}).get("CAPSHM_IO_URING", os.environ.get("CAPSHM_IO_URING", "auto"))
+    return "io_uring" if URING_BUILD and want != "off" else "device"
+
+
 # Extra command prefix for the daemon, e.g. "valgrind --error-exitcode=99".
 DAEMON_WRAPPER = os.environ.get("CAPSHM_DAEMON_WRAPPER", "").split()
 
@@ -118,6 +144,10 @@ class Mount:
                     st = self.stats()
                     if st["datapath"] != self.datapath:
                         raise RuntimeError("asked for datapath=%s, got %s" % (self.datapath, st["datapath"]))
+                    want = expected_transport(self.env)
+                    if st["transport"] != want:
+                        raise RuntimeError("expected transport %s, got %s (is %s Y?):\n%s"
+                                           % (want, st["transport"], URING_PARAM, self.log()))
                     return self
                 except OSError:
                     pass
@@ -177,6 +207,36 @@ class Mount:
         self._log.close()
         self.proc = None
         return status
+
+
+def daemon_pids(mnt_path):
+    """pids of capshmfs processes whose command line names mnt_path."""
+    return capshmfs_pids(lambda argv: mnt_path.encode() in argv)
+
+
+def pid_alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def bare_mountpoint():
+    """An empty directory; at teardown anything mounted there is unmounted and
+    any capshmfs serving it is SIGKILLed."""
+    path = tempfile.mkdtemp(prefix="capshm-bare-")
+    os.chmod(path, 0o755)
+    yield path
+    for pid in daemon_pids(path):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if mounted(path):
+        subprocess.run(["umount", "-l", path], stderr=subprocess.DEVNULL)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

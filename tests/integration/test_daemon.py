@@ -4,16 +4,14 @@ only once the mount answers; bad option values fail the start with a
 one-line message naming the option and leave nothing mounted."""
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import CAPSHMFS, DATAPATHS, capshmfs_pids, helper_argv, mounted
+from conftest import CAPSHMFS, DATAPATHS, daemon_pids, helper_argv, mounted, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,36 +23,6 @@ def fstype(path):
             if fields[4] == path:
                 return fields[fields.index("-") + 1]
     return None
-
-
-def daemon_pids(mnt_path):
-    """pids of capshmfs processes whose command line names mnt_path."""
-    return capshmfs_pids(lambda argv: mnt_path.encode() in argv)
-
-
-def pid_alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def bare_mountpoint():
-    """An empty directory; at teardown anything mounted there is unmounted and
-    any capshmfs serving it is SIGKILLed."""
-    path = tempfile.mkdtemp(prefix="capshm-bare-")
-    os.chmod(path, 0o755)
-    yield path
-    for pid in daemon_pids(path):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if mounted(path):
-        subprocess.run(["umount", "-l", path], stderr=subprocess.DEVNULL)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
