@@ -2,7 +2,8 @@
 
 - CAPSHM_IO_URING=auto (the default) uses io_uring when the build has it
   (libfuse >= 3.18) and the kernel allows it (fuse.enable_uring): .stats
-  says "transport": "io_uring" and the daemon has one ring thread per CPU;
+  says "transport": "io_uring" and the daemon has one ring thread per CPU,
+  scheduled SCHED_BATCH;
 - off: /dev/fuse, no ring threads; on: io_uring or the mount fails with a
   one-line reason; anything else is refused;
 - on io_uring, clients on every CPU at once are served by the ring thread
@@ -84,6 +85,9 @@ def test_default_transport(mnt):
     rings = ring_threads(mnt.proc.pid)
     if want == "io_uring":
         assert sorted(rings.values()) == ["fuse-ring-%d" % i for i in range(NCPU)], rings
+        # Their wake-ups do not preempt the client that sent a background
+        # request (see prepare_ring_threads).
+        assert all(os.sched_getscheduler(tid) == os.SCHED_BATCH for tid in rings), rings
         assert "transport=io_uring" in mnt.log()
     else:
         assert rings == {}
