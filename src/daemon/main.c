@@ -263,6 +263,14 @@ on_wake_signal(int sig)
     (void)sig; /* only interrupts the FUSE thread's read() */
 }
 
+static gboolean
+quit_main_loop(gpointer data)
+{
+    Daemon *d = data;
+    g_main_loop_quit(d->loop);
+    return G_SOURCE_REMOVE;
+}
+
 /* The FUSE thread: libfuse's loop reads what still comes through /dev/fuse
  * (INIT, FORGET, INTERRUPT) and, for io_uring, owns the ring threads: it
  * starts them at INIT and stops them when it returns. */
@@ -275,7 +283,9 @@ fuse_thread_main(void *data)
     if (rc < 0 && rc != -ENODEV && !fuse_session_exited(d->se))
         g_warning("FUSE session loop: %s", g_strerror(-rc));
     g_atomic_int_set(&d->fuse_loop_done, 1);
-    g_main_loop_quit(d->loop);
+    /* A source rather than g_main_loop_quit(), which would be lost if the
+     * main loop has not started running yet. */
+    g_idle_add(quit_main_loop, d);
     return NULL;
 }
 
@@ -735,8 +745,7 @@ run(Daemon *d, int ready_fd)
     /* Only now: the log says "mounted" before any request is answered. */
     cfs_unlock(d->fs);
 
-    if (!g_atomic_int_get(&d->fuse_loop_done))
-        g_main_loop_run(d->loop);
+    g_main_loop_run(d->loop);
     status = 0;
     g_message("unmounting %s", d->mountpoint);
 

@@ -23,7 +23,9 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -111,6 +113,62 @@ def capshmfs_pids(match):
 def mounted(mnt):
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == mnt for line in f)
+
+
+# --- hang watchdog ------------------------------------------------------------
+# pytest-timeout's alarm cannot interrupt a system call that waits for a FUSE
+# reply (the kernel lets only SIGKILL through there), so a daemon that stops
+# answering would hang the whole run.  Shortly before the timeout, SIGKILL
+# every capshmfs (wrapped or not) started since the test began: the waiting
+# call then fails, and the test fails instead of hanging.
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _boot_ticks():
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0]) * _CLK_TCK
+
+
+def _daemons_started_since(ticks):
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+            with open("/proc/%s/stat" % d) as f:
+                start = int(f.read().rsplit(")", 1)[1].split()[19])
+        except (OSError, IndexError, ValueError):
+            continue
+        if start >= ticks - 1 and any(os.path.basename(a) == b"capshmfs" for a in argv):
+            pids.append(int(d))
+    return pids
+
+
+def _watch(ticks, limit, done, name):
+    if done.wait(limit):
+        return
+    pids = _daemons_started_since(ticks)
+    print("\nconftest: %s still running after %.0f s: SIGKILL to its daemons %s"
+          % (name, limit, pids), file=sys.stderr, flush=True)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog(request):
+    timeout = request.config.getoption("timeout", None) or 120
+    done = threading.Event()
+    threading.Thread(target=_watch, daemon=True,
+                     args=(_boot_ticks(), max(10.0, float(timeout) - 20), done,
+                           request.node.nodeid)).start()
+    yield
+    done.set()
 
 
 class Mount:

@@ -319,6 +319,84 @@ START_TEST(test_free_with_watches)
 }
 END_TEST
 
+/* With a lock set, the exit callback runs under it. */
+typedef struct {
+    GMutex *lock;
+    unsigned calls, held;
+} LockedExits;
+
+static void
+on_exit_locked(pid_t tgid, void *data)
+{
+    (void)tgid;
+    LockedExits *e = data;
+    e->calls++;
+    if (!g_mutex_trylock(e->lock))
+        e->held++; /* taken (by the dispatching thread, i.e. us): as promised */
+    else
+        g_mutex_unlock(e->lock);
+}
+
+START_TEST(test_exit_callback_runs_under_the_lock)
+{
+    GMutex lock;
+    g_mutex_init(&lock);
+    LockedExits e = { .lock = &lock };
+    ProcWatch *pw = procwatch_new(shm_st.st_dev, on_exit_locked, &e);
+    procwatch_set_lock(pw, &lock);
+    StoreProcOps ops = procwatch_ops(pw);
+    pid_t child = spawn_mapper();
+    g_mutex_lock(&lock); /* the store calls procwatch under the lock */
+    ops.watch(ops.data, child);
+    g_mutex_unlock(&lock);
+    kill_and_reap(child);
+    gint64 deadline = g_get_monotonic_time() + 3 * G_USEC_PER_SEC;
+    while (e.calls == 0 && g_get_monotonic_time() < deadline)
+        if (!g_main_context_iteration(NULL, FALSE))
+            g_usleep(1000);
+    ck_assert_uint_eq(e.calls, 1);
+    ck_assert_uint_eq(e.held, 1);
+    ck_assert_uint_eq(procwatch_count(pw), 0);
+    procwatch_free(pw);
+    g_mutex_clear(&lock);
+}
+END_TEST
+
+static gpointer
+iterate_once(gpointer data)
+{
+    (void)data;
+    g_main_context_iteration(NULL, TRUE);
+    return NULL;
+}
+
+/* A watch dropped by another thread while its exit callback waits for the
+ * lock: the callback must neither report the exit nor touch the freed
+ * watch (ASan would see it). */
+START_TEST(test_watch_dropped_while_its_callback_waits)
+{
+    GMutex lock;
+    g_mutex_init(&lock);
+    Exits e = { .n = 0 };
+    ProcWatch *pw = procwatch_new(shm_st.st_dev, on_exit_cb, &e);
+    procwatch_set_lock(pw, &lock);
+    StoreProcOps ops = procwatch_ops(pw);
+    pid_t child = spawn_mapper();
+    g_mutex_lock(&lock);
+    ops.watch(ops.data, child);
+    kill_and_reap(child);            /* its pidfd is readable now */
+    GThread *t = g_thread_new("dispatch", iterate_once, NULL);
+    g_usleep(200 * 1000);            /* t dispatches and blocks on the lock */
+    ops.unwatch(ops.data, child);    /* dropped (and freed) meanwhile */
+    ck_assert_uint_eq(procwatch_count(pw), 0);
+    g_mutex_unlock(&lock);
+    g_thread_join(t);
+    ck_assert_uint_eq(e.n, 0);
+    procwatch_free(pw);
+    g_mutex_clear(&lock);
+}
+END_TEST
+
 START_TEST(test_ops_maps_and_scan)
 {
     ProcWatch *pw = procwatch_new(shm_st.st_dev, NULL, NULL);
@@ -411,6 +489,8 @@ procwatch_suite(void)
     tcase_add_test(tc, test_watch_fires_on_exit);
     tcase_add_test(tc, test_watch_already_gone);
     tcase_add_test(tc, test_free_with_watches);
+    tcase_add_test(tc, test_exit_callback_runs_under_the_lock);
+    tcase_add_test(tc, test_watch_dropped_while_its_callback_waits);
     tcase_add_test(tc, test_ops_maps_and_scan);
     suite_add_tcase(s, tc);
     return s;
