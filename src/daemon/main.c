@@ -453,10 +453,11 @@ clear_stale_mount(const char *mp)
 {
     /* statfs, not stat: the kernel may answer stat() of a dead FUSE root
      * from its attribute cache, but always asks the daemon for statfs.
-     * ECONNABORTED: a request caught in the teardown of a dead daemon's
-     * io_uring queues. */
+     * ECONNABORTED, ECANCELED: a request caught in the teardown of a dead
+     * daemon's io_uring queues. */
     struct statfs sfs;
-    if (statfs(mp, &sfs) == 0 || (errno != ENOTCONN && errno != ECONNABORTED))
+    if (statfs(mp, &sfs) == 0 ||
+        (errno != ENOTCONN && errno != ECONNABORTED && errno != ECANCELED))
         return;
     if (umount2(mp, MNT_DETACH) == 0)
         g_message("%s: cleared a stale mount left by a daemon that died", mp);

@@ -390,10 +390,12 @@ def gone(path):
         return True
 
 
-# What a mount whose daemon is gone answers: ENOTCONN, or ECONNABORTED for
-# a request the kernel had already queued (an io_uring torn down with the
-# daemon, or a copy of the mount that saw the connection aborted).
-DEAD = (errno.ENOTCONN, errno.ECONNABORTED)
+# What a mount whose daemon is gone answers: ENOTCONN, or, for a request
+# the kernel had already queued or handed out when the daemon went,
+# ECONNABORTED (an io_uring torn down with the daemon, or a copy of the
+# mount that saw the connection aborted) or ECANCELED (a request a killed
+# daemon's ring had taken).
+DEAD = (errno.ENOTCONN, errno.ECONNABORTED, errno.ECANCELED)
 
 
 def errno_of(fn):
