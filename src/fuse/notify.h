@@ -2,8 +2,9 @@
  *
  * fuse_lowlevel_notify_* may block until the kernel finishes a request the
  * daemon itself has yet to answer (a LOOKUP holding the directory lock, a
- * page fault waiting for READ).  The daemon answers requests on one thread,
- * so it queues notifications here and a helper thread sends them.
+ * page fault waiting for READ), and callbacks hold the core lock, which
+ * every other request needs: so they queue notifications here and a helper
+ * thread sends them.
  * The thread touches nothing but the session and its own queue.
  */
 #pragma once
