@@ -26,7 +26,7 @@ struct ProcWatch {
     GHashTable *watches; /* tgid -> Watch* (owned) */
     void (*on_exit)(pid_t, void *);
     void *data;
-    GMutex *lock; /* see procwatch_set_lock; NULL: single-threaded */
+    pthread_mutex_t *lock; /* see procwatch_set_lock; NULL: single-threaded */
 };
 
 /* What a watch's GSource carries: not the Watch itself, which another
@@ -68,7 +68,7 @@ procwatch_new(dev_t dev, void (*on_exit)(pid_t, void *), void *data)
 }
 
 void
-procwatch_set_lock(ProcWatch *pw, GMutex *lock)
+procwatch_set_lock(ProcWatch *pw, pthread_mutex_t *lock)
 {
     pw->lock = lock;
 }
@@ -263,7 +263,7 @@ on_watch_event(Ticket *t, bool poll_alive)
 {
     ProcWatch *pw = t->pw;
     if (pw->lock)
-        g_mutex_lock(pw->lock);
+        pthread_mutex_lock(pw->lock);
     gboolean again = G_SOURCE_REMOVE;
     Watch *w = g_hash_table_lookup(pw->watches, GINT_TO_POINTER(t->tgid));
     if (!g_source_is_destroyed(g_main_current_source()) && w) {
@@ -273,7 +273,7 @@ on_watch_event(Ticket *t, bool poll_alive)
             fire_exit(w);
     }
     if (pw->lock)
-        g_mutex_unlock(pw->lock);
+        pthread_mutex_unlock(pw->lock);
     return again;
 }
 

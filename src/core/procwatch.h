@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include <glib.h>
+#include <pthread.h>
 
 #include "store.h"
 
@@ -25,7 +25,7 @@ void procwatch_free(ProcWatch *pw);
 /* The store calls procwatch under @lock when requests are served on several
  * threads; then its main-loop callbacks (process exits) take @lock too, and
  * @on_exit runs under it.  Without it, all is one thread. */
-void procwatch_set_lock(ProcWatch *pw, GMutex *lock);
+void procwatch_set_lock(ProcWatch *pw, pthread_mutex_t *lock);
 void procwatch_set_dev(ProcWatch *pw, dev_t dev);
 StoreProcOps procwatch_ops(ProcWatch *pw);
 

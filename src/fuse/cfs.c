@@ -77,7 +77,7 @@ struct CapshmFs {
     Notifier *notifier;
     /* The core lock (see cfs.h), and what to run before releasing it at the
      * end of each callback. */
-    GMutex lock;
+    pthread_mutex_t lock; /* pthread, not GMutex: ThreadSanitizer sees it */
     void (*after_request)(void *data);
     void *after_request_data;
     /* Set by INIT, which runs without the core lock: the daemon holds that
@@ -116,7 +116,7 @@ cfs_new(CapshmStore *store, CapshmDatapath want)
     fs->store = store;
     fs->want = want;
     fs->path = CFS_PATH_CACHE;
-    g_mutex_init(&fs->lock);
+    pthread_mutex_init(&fs->lock, NULL);
     fs->nodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, node_free);
     fs->files = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)file_free, NULL);
     fs->owner_uid = geteuid();
@@ -136,7 +136,7 @@ cfs_free(CapshmFs *fs)
     g_hash_table_destroy(fs->files); /* handles still open at unmount */
     g_hash_table_destroy(fs->nodes);
     g_free(fs->readbuf);
-    g_mutex_clear(&fs->lock);
+    pthread_mutex_destroy(&fs->lock);
     g_free(fs);
 }
 
@@ -149,9 +149,9 @@ cfs_datapath_name(const CapshmFs *fs)
     return fs->path == CFS_PATH_PASSTHROUGH ? "passthrough" : "cache";
 }
 uint64_t cfs_requests(const CapshmFs *fs) { return fs->requests; }
-void cfs_lock(CapshmFs *fs) { g_mutex_lock(&fs->lock); }
-void cfs_unlock(CapshmFs *fs) { g_mutex_unlock(&fs->lock); }
-GMutex *cfs_core_lock(CapshmFs *fs) { return &fs->lock; }
+void cfs_lock(CapshmFs *fs) { pthread_mutex_lock(&fs->lock); }
+void cfs_unlock(CapshmFs *fs) { pthread_mutex_unlock(&fs->lock); }
+pthread_mutex_t *cfs_core_lock(CapshmFs *fs) { return &fs->lock; }
 
 void
 cfs_set_after_request(CapshmFs *fs, void (*fn)(void *data), void *data)
@@ -175,7 +175,7 @@ call_enter(fuse_req_t req)
 {
     CfsCall c = { .fs = fuse_req_userdata(req) };
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &c.cancel_state);
-    g_mutex_lock(&c.fs->lock);
+    pthread_mutex_lock(&c.fs->lock);
     c.fs->requests++;
     return c;
 }
@@ -185,7 +185,7 @@ call_leave(CfsCall *c)
 {
     if (c->fs->after_request)
         c->fs->after_request(c->fs->after_request_data);
-    g_mutex_unlock(&c->fs->lock);
+    pthread_mutex_unlock(&c->fs->lock);
     pthread_setcancelstate(c->cancel_state, NULL);
 }
 

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <fuse_lowlevel.h>
+#include <pthread.h>
 #include <stdbool.h>
 
 #include "core/store.h"
@@ -62,7 +63,7 @@ void cfs_stop_notifier(CapshmFs *fs);
 void cfs_lock(CapshmFs *fs);
 void cfs_unlock(CapshmFs *fs);
 /* The lock itself, for procwatch_set_lock (lives as long as @fs). */
-GMutex *cfs_core_lock(CapshmFs *fs);
+pthread_mutex_t *cfs_core_lock(CapshmFs *fs);
 
 /* Called under the core lock at the end of every callback (after its
  * reply): the daemon re-arms its timer for the store's next deadline. */

@@ -321,7 +321,7 @@ END_TEST
 
 /* With a lock set, the exit callback runs under it. */
 typedef struct {
-    GMutex *lock;
+    pthread_mutex_t *lock;
     unsigned calls, held;
 } LockedExits;
 
@@ -331,24 +331,24 @@ on_exit_locked(pid_t tgid, void *data)
     (void)tgid;
     LockedExits *e = data;
     e->calls++;
-    if (!g_mutex_trylock(e->lock))
+    if (pthread_mutex_trylock(e->lock) != 0)
         e->held++; /* taken (by the dispatching thread, i.e. us): as promised */
     else
-        g_mutex_unlock(e->lock);
+        pthread_mutex_unlock(e->lock);
 }
 
 START_TEST(test_exit_callback_runs_under_the_lock)
 {
-    GMutex lock;
-    g_mutex_init(&lock);
+    pthread_mutex_t lock;
+    pthread_mutex_init(&lock, NULL);
     LockedExits e = { .lock = &lock };
     ProcWatch *pw = procwatch_new(shm_st.st_dev, on_exit_locked, &e);
     procwatch_set_lock(pw, &lock);
     StoreProcOps ops = procwatch_ops(pw);
     pid_t child = spawn_mapper();
-    g_mutex_lock(&lock); /* the store calls procwatch under the lock */
+    pthread_mutex_lock(&lock); /* the store calls procwatch under the lock */
     ops.watch(ops.data, child);
-    g_mutex_unlock(&lock);
+    pthread_mutex_unlock(&lock);
     kill_and_reap(child);
     gint64 deadline = g_get_monotonic_time() + 3 * G_USEC_PER_SEC;
     while (e.calls == 0 && g_get_monotonic_time() < deadline)
@@ -358,7 +358,7 @@ START_TEST(test_exit_callback_runs_under_the_lock)
     ck_assert_uint_eq(e.held, 1);
     ck_assert_uint_eq(procwatch_count(pw), 0);
     procwatch_free(pw);
-    g_mutex_clear(&lock);
+    pthread_mutex_destroy(&lock);
 }
 END_TEST
 
@@ -375,25 +375,25 @@ iterate_once(gpointer data)
  * watch (ASan would see it). */
 START_TEST(test_watch_dropped_while_its_callback_waits)
 {
-    GMutex lock;
-    g_mutex_init(&lock);
+    pthread_mutex_t lock;
+    pthread_mutex_init(&lock, NULL);
     Exits e = { .n = 0 };
     ProcWatch *pw = procwatch_new(shm_st.st_dev, on_exit_cb, &e);
     procwatch_set_lock(pw, &lock);
     StoreProcOps ops = procwatch_ops(pw);
     pid_t child = spawn_mapper();
-    g_mutex_lock(&lock);
+    pthread_mutex_lock(&lock);
     ops.watch(ops.data, child);
     kill_and_reap(child);            /* its pidfd is readable now */
     GThread *t = g_thread_new("dispatch", iterate_once, NULL);
     g_usleep(200 * 1000);            /* t dispatches and blocks on the lock */
     ops.unwatch(ops.data, child);    /* dropped (and freed) meanwhile */
     ck_assert_uint_eq(procwatch_count(pw), 0);
-    g_mutex_unlock(&lock);
+    pthread_mutex_unlock(&lock);
     g_thread_join(t);
     ck_assert_uint_eq(e.n, 0);
     procwatch_free(pw);
-    g_mutex_clear(&lock);
+    pthread_mutex_destroy(&lock);
 }
 END_TEST
 
