@@ -241,8 +241,9 @@ op_maps_node(void *data, pid_t tgid, uint64_t ino, uint64_t ro_ino)
     return procwatch_maps_node(tgid, pw->dev, ino, ro_ino);
 }
 
-/* Report the exit of the watched process, from the main loop. */
-static gboolean
+/* Report the exit of the watched process, from the main loop; the caller
+ * returns G_SOURCE_REMOVE. */
+static void
 fire_exit(Watch *w)
 {
     ProcWatch *pw = w->pw;
@@ -251,7 +252,6 @@ fire_exit(Watch *w)
     g_hash_table_remove(pw->watches, GINT_TO_POINTER(tgid));
     if (pw->on_exit)
         pw->on_exit(tgid, pw->data);
-    return G_SOURCE_REMOVE;
 }
 
 static bool process_alive(pid_t pid);

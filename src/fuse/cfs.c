@@ -148,7 +148,6 @@ cfs_datapath_name(const CapshmFs *fs)
 {
     return fs->path == CFS_PATH_PASSTHROUGH ? "passthrough" : "cache";
 }
-uint64_t cfs_requests(const CapshmFs *fs) { return fs->requests; }
 void cfs_lock(CapshmFs *fs) { pthread_mutex_lock(&fs->lock); }
 void cfs_unlock(CapshmFs *fs) { pthread_mutex_unlock(&fs->lock); }
 pthread_mutex_t *cfs_core_lock(CapshmFs *fs) { return &fs->lock; }

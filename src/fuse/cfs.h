@@ -69,5 +69,3 @@ pthread_mutex_t *cfs_core_lock(CapshmFs *fs);
  * reply): the daemon re-arms its timer for the store's next deadline. */
 void cfs_set_after_request(CapshmFs *fs, void (*fn)(void *data), void *data);
 
-/* Requests answered so far (.stats "requests").  Under the core lock. */
-uint64_t cfs_requests(const CapshmFs *fs);

@@ -94,20 +94,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def capshmfs_pids(match):
-    """pids of capshmfs processes whose argv (a list of bytes) satisfies match."""
-    pids = []
+def _processes():
+    """(pid, argv as a list of bytes) of every process that can be read."""
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open("/proc/%s/cmdline" % d, "rb") as f:
-                argv = f.read().split(b"\0")
+                yield int(d), f.read().split(b"\0")
         except OSError:
             continue
-        if argv and os.path.basename(argv[0]) == b"capshmfs" and match(argv):
-            pids.append(int(d))
-    return pids
+
+
+def capshmfs_pids(match):
+    """pids of capshmfs processes whose argv (a list of bytes) satisfies match."""
+    return [pid for pid, argv in _processes()
+            if argv and os.path.basename(argv[0]) == b"capshmfs" and match(argv)]
 
 
 def mounted(mnt):
@@ -131,19 +133,19 @@ def _boot_ticks():
 
 
 def _daemons_started_since(ticks):
+    """capshmfs processes, also under a wrapper (valgrind), started since
+    @ticks (clock ticks since boot)."""
     pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
+    for pid, argv in _processes():
+        if not any(os.path.basename(a) == b"capshmfs" for a in argv):
             continue
         try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                argv = f.read().split(b"\0")
-            with open("/proc/%s/stat" % d) as f:
+            with open("/proc/%d/stat" % pid) as f:
                 start = int(f.read().rsplit(")", 1)[1].split()[19])
         except (OSError, IndexError, ValueError):
             continue
-        if start >= ticks - 1 and any(os.path.basename(a) == b"capshmfs" for a in argv):
-            pids.append(int(d))
+        if start >= ticks - 1:
+            pids.append(pid)
     return pids
 
 
