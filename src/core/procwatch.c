@@ -4,106 +4,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <glib-unix.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
-
-typedef struct {
-    pid_t tgid;
-    int pidfd;
-    guint source;
-    unsigned refs;
-    ProcWatch *pw;
-} Watch;
-
-struct ProcWatch {
-    dev_t dev;
-    GHashTable *watches; /* tgid -> Watch* (owned) */
-    void (*on_exit)(pid_t, void *);
-    void *data;
-    pthread_mutex_t *lock; /* see procwatch_set_lock; NULL: single-threaded */
-};
-
-/* What a watch's GSource carries: not the Watch itself, which another
- * thread may free (op_unwatch) while the callback waits for the lock. */
-typedef struct {
-    ProcWatch *pw;
-    pid_t tgid;
-} Ticket;
-
-static gpointer
-ticket_new(ProcWatch *pw, pid_t tgid)
-{
-    Ticket *t = g_new(Ticket, 1);
-    t->pw = pw;
-    t->tgid = tgid;
-    return t;
-}
-
-static void
-watch_free(gpointer p)
-{
-    Watch *w = p;
-    if (w->source)
-        g_source_remove(w->source);
-    if (w->pidfd >= 0)
-        close(w->pidfd);
-    g_free(w);
-}
-
-ProcWatch *
-procwatch_new(dev_t dev, void (*on_exit)(pid_t, void *), void *data)
-{
-    ProcWatch *pw = g_new0(ProcWatch, 1);
-    pw->dev = dev;
-    pw->watches = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, watch_free);
-    pw->on_exit = on_exit;
-    pw->data = data;
-    return pw;
-}
-
-void
-procwatch_set_lock(ProcWatch *pw, pthread_mutex_t *lock)
-{
-    pw->lock = lock;
-}
-
-void
-procwatch_free(ProcWatch *pw)
-{
-    if (!pw)
-        return;
-    g_hash_table_destroy(pw->watches);
-    g_free(pw);
-}
-
-void procwatch_set_dev(ProcWatch *pw, dev_t dev) { pw->dev = dev; }
-unsigned procwatch_count(const ProcWatch *pw) { return g_hash_table_size(pw->watches); }
-
-pid_t
-procwatch_tgid_of(pid_t tid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    char line[256];
-    pid_t tgid = 0;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "Tgid:", 5) == 0) {
-            tgid = (pid_t)strtol(line + 5, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return tgid;
-}
 
 /* Parse one /proc/PID/maps line's device and inode fields. */
 static bool
@@ -227,182 +134,62 @@ procwatch_maps_node(pid_t pid, dev_t dev, uint64_t ino, uint64_t ino2)
     return for_each_mapping(pid, dev, match_pair, &p);
 }
 
-static pid_t
-op_tgid_of(void *data, pid_t tid)
-{
-    (void)data;
-    return procwatch_tgid_of(tid);
-}
-
+/* Does process @pid have a file descriptor open on (@dev, @ino|@ino2)?
+ * statx with AT_STATX_DONT_SYNC: the attributes the kernel has cached, so a
+ * client's fd on a hung filesystem (or on our own mount) never blocks us. */
 static bool
-op_maps_node(void *data, pid_t tgid, uint64_t ino, uint64_t ro_ino)
+has_fd_on(pid_t pid, dev_t dev, uint64_t ino, uint64_t ino2, int64_t deadline_us)
 {
-    ProcWatch *pw = data;
-    return procwatch_maps_node(tgid, pw->dev, ino, ro_ino);
-}
-
-/* Report the exit of the watched process, from the main loop; the caller
- * returns G_SOURCE_REMOVE. */
-static void
-fire_exit(Watch *w)
-{
-    ProcWatch *pw = w->pw;
-    pid_t tgid = w->tgid;
-    w->source = 0; /* the caller's G_SOURCE_REMOVE removes it */
-    g_hash_table_remove(pw->watches, GINT_TO_POINTER(tgid));
-    if (pw->on_exit)
-        pw->on_exit(tgid, pw->data);
-}
-
-static bool process_alive(pid_t pid);
-
-/* Every watch source lands here: under the lock, and only if its watch was
- * not dropped meanwhile (dropping it destroyed this source). */
-static gboolean
-on_watch_event(Ticket *t, bool poll_alive)
-{
-    ProcWatch *pw = t->pw;
-    if (pw->lock)
-        pthread_mutex_lock(pw->lock);
-    gboolean again = G_SOURCE_REMOVE;
-    Watch *w = g_hash_table_lookup(pw->watches, GINT_TO_POINTER(t->tgid));
-    if (!g_source_is_destroyed(g_main_current_source()) && w) {
-        if (poll_alive && process_alive(w->tgid))
-            again = G_SOURCE_CONTINUE;
-        else
-            fire_exit(w);
-    }
-    if (pw->lock)
-        pthread_mutex_unlock(pw->lock);
-    return again;
-}
-
-static gboolean
-on_pidfd(gint fd, GIOCondition cond, gpointer data)
-{
-    (void)fd;
-    (void)cond;
-    return on_watch_event(data, false);
-}
-
-static gboolean
-on_gone(gpointer data)
-{
-    return on_watch_event(data, false);
-}
-
-/* True while process @pid exists and is not a zombie. */
-static bool
-process_alive(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
         return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* "pid (comm) STATE ..." */
-    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X' && p[2] != '\0';
-}
-
-/* Without a pidfd: look once a second whether the process is still there. */
-static gboolean
-on_poll_alive(gpointer data)
-{
-    return on_watch_event(data, true);
-}
-
-static void
-op_watch(void *data, pid_t tgid)
-{
-    ProcWatch *pw = data;
-    Watch *w = g_hash_table_lookup(pw->watches, GINT_TO_POINTER(tgid));
-    if (w) {
-        w->refs++;
-        return;
+    bool hit = false;
+    struct dirent *de;
+    while (!hit && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        struct statx sx;
+        if (statx(dirfd(d), de->d_name, AT_STATX_DONT_SYNC, STATX_INO, &sx) != 0)
+            continue;
+        hit = makedev(sx.stx_dev_major, sx.stx_dev_minor) == dev &&
+              (sx.stx_ino == ino || (ino2 && sx.stx_ino == ino2));
+        if (g_get_monotonic_time() > deadline_us)
+            break;
     }
-    w = g_new0(Watch, 1);
-    w->tgid = tgid;
-    w->refs = 1;
-    w->pw = pw;
-    w->pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
-    if (w->pidfd >= 0) {
-        w->source = g_unix_fd_add_full(G_PRIORITY_DEFAULT, w->pidfd, G_IO_IN | G_IO_HUP | G_IO_ERR,
-                                       on_pidfd, ticket_new(pw, tgid), g_free);
-    } else if (errno == ESRCH) {
-        /* Already gone: report it from the main loop rather than re-entering
-         * the store from inside its own call. */
-        w->source = g_idle_add_full(G_PRIORITY_DEFAULT_IDLE, on_gone, ticket_new(pw, tgid), g_free);
-    } else {
-        /* No pidfd for a live process (EMFILE, or ENOSYS on old kernels and
-         * under valgrind): calling it gone would drop a live mapper.  Poll
-         * for its exit instead. */
-        g_debug("pidfd_open(%d): %s; polling for its exit", (int)tgid, g_strerror(errno));
-        w->source = g_timeout_add_seconds_full(G_PRIORITY_DEFAULT, 1, on_poll_alive,
-                                               ticket_new(pw, tgid), g_free);
-    }
-    g_hash_table_insert(pw->watches, GINT_TO_POINTER(tgid), w);
+    closedir(d);
+    return hit;
 }
 
-static void
-op_unwatch(void *data, pid_t tgid)
+GArray *
+procwatch_holders(dev_t dev, uint64_t ino, uint64_t ino2, int64_t budget_us, bool *complete)
 {
-    ProcWatch *pw = data;
-    Watch *w = g_hash_table_lookup(pw->watches, GINT_TO_POINTER(tgid));
-    if (w && --w->refs == 0)
-        g_hash_table_remove(pw->watches, GINT_TO_POINTER(tgid));
-}
-
-typedef struct {
-    GHashTable *wanted, *owners;
-    pid_t pid;
-} ScanCtx;
-
-static bool
-scan_one(uint64_t ino, void *data)
-{
-    ScanCtx *c = data;
-    if (g_hash_table_contains(c->wanted, &ino) && !g_hash_table_contains(c->owners, &ino)) {
-        uint64_t *key = g_new(uint64_t, 1);
-        *key = ino;
-        g_hash_table_insert(c->owners, key, GINT_TO_POINTER(c->pid));
-    }
-    return false;
-}
-
-static void
-op_scan_all(void *data, GHashTable *wanted, GHashTable *owners)
-{
-    ProcWatch *pw = data;
+    GArray *out = g_array_new(FALSE, FALSE, sizeof(pid_t));
+    int64_t deadline = g_get_monotonic_time() + budget_us;
+    *complete = false;
     DIR *d = opendir("/proc");
     if (!d)
-        return;
+        return out;
     pid_t self = getpid();
     struct dirent *de;
+    bool timed_out = false;
     while ((de = readdir(d))) {
         char *end;
         long pid = strtol(de->d_name, &end, 10);
         if (*end || pid <= 0 || pid == self)
             continue;
-        ScanCtx c = { wanted, owners, (pid_t)pid };
-        for_each_mapping((pid_t)pid, pw->dev, scan_one, &c);
+        if (g_get_monotonic_time() > deadline) {
+            timed_out = true;
+            break;
+        }
+        pid_t p = (pid_t)pid;
+        if (procwatch_maps_node(p, dev, ino, ino2) || has_fd_on(p, dev, ino, ino2, deadline))
+            g_array_append_val(out, p);
     }
     closedir(d);
-}
-
-StoreProcOps
-procwatch_ops(ProcWatch *pw)
-{
-    return (StoreProcOps){
-        .tgid_of = op_tgid_of,
-        .maps_node = op_maps_node,
-        .watch = op_watch,
-        .unwatch = op_unwatch,
-        .scan_all = op_scan_all,
-        .data = pw,
-    };
+    *complete = !timed_out;
+    return out;
 }
 
 int

@@ -1,43 +1,28 @@
-/* procwatch — what the store needs to know about client processes, read
- * from procfs and pidfds: thread → process, "does process P map node N of
- * our mount" (/proc/P/maps shows the FUSE inode even for passthrough
- * mappings), and exit notifications through pidfds on the GLib main loop.
- *
- * Owns its pidfds and GSources.  procwatch_ops() fills a StoreProcOps whose
- * data pointer is the ProcWatch; it must outlive the store's use of it.
+/* procwatch — who holds a region, for display only (user.capshm.holders,
+ * user.capshm.pids, `capshm info`).  Lifetime never depends on it: the
+ * kernel's own counts decide that (store.h).  Reads other processes'
+ * /proc/PID/maps (PROCMAP_QUERY where the kernel has it) and /proc/PID/fd;
+ * callers run it outside the core lock, on a worker thread, with a time
+ * budget: best effort, never blocking a request.
  */
 #pragma once
 
+#include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-#include <pthread.h>
+/* Pids of the processes (as this daemon's pid namespace sees them) that map
+ * or have open node @ino or @ino2 (0: none) of the filesystem with device
+ * number @dev.  Stops after @budget_us microseconds; *complete says whether
+ * every process was looked at.  Returns a new array of pid_t. */
+GArray *procwatch_holders(dev_t dev, uint64_t ino, uint64_t ino2, int64_t budget_us, bool *complete);
 
-#include "store.h"
-
-typedef struct ProcWatch ProcWatch;
-
-/* @dev is the mount's device number (st_dev of its inodes).  @on_exit is
- * called from the main loop when a watched process exits. */
-ProcWatch *procwatch_new(dev_t dev, void (*on_exit)(pid_t tgid, void *data), void *data);
-void procwatch_free(ProcWatch *pw);
-/* The store calls procwatch under @lock when requests are served on several
- * threads; then its main-loop callbacks (process exits) take @lock too, and
- * @on_exit runs under it.  Without it, all is one thread. */
-void procwatch_set_lock(ProcWatch *pw, pthread_mutex_t *lock);
-void procwatch_set_dev(ProcWatch *pw, dev_t dev);
-StoreProcOps procwatch_ops(ProcWatch *pw);
-
-/* Exposed for tests.  Thread-group id of @tid, or 0. */
-pid_t procwatch_tgid_of(pid_t tid);
 /* True if /proc/@pid/maps has a mapping of (@dev, @ino) or (@dev, @ino2).
  * Uses the PROCMAP_QUERY ioctl where the kernel has it, else the text. */
 bool procwatch_maps_node(pid_t pid, dev_t dev, uint64_t ino, uint64_t ino2);
 /* Read maps as text even where PROCMAP_QUERY works (to test that path). */
 void procwatch_use_text_maps(bool yes);
-/* Number of processes currently watched. */
-unsigned procwatch_count(const ProcWatch *pw);
 
 /* Device number of the filesystem mounted at @mountpoint, read from
  * /proc/self/mountinfo (never stat(), which would ask our own daemon).

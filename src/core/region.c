@@ -24,27 +24,12 @@ region_unref(CapshmRegion *r)
     g_warn_if_fail(r->fd < 0);
     if (r->fd >= 0)
         close(r->fd);
-    if (r->openers)
-        g_array_free(r->openers, TRUE);
+    g_warn_if_fail(r->anchor_fd < 0);
+    if (r->anchor_fd >= 0)
+        close(r->anchor_fd);
     g_free(r->name);
     g_free(r->ro_name);
     g_free(r);
-}
-
-unsigned
-region_holder_count(const CapshmRegion *r)
-{
-    if (!r->openers)
-        return 0;
-    /* Openers are keyed by thread id; distinct entries are close enough to
-     * distinct processes for a count (threads rarely open the same region). */
-    unsigned n = 0;
-    for (guint i = 0; i < r->openers->len; i++) {
-        const RegionOpener *o = &g_array_index(r->openers, RegionOpener, i);
-        if (o->opens > 0 || o->maps)
-            n++;
-    }
-    return n;
 }
 
 const char *

@@ -6,7 +6,8 @@
  * its bytes and releases its quota at once; the struct itself lives until the
  * last reference is dropped, so stale kernel node ids never dangle.
  *
- * Fields are read directly by the FUSE layer; only the store writes them.
+ * Fields are read by the FUSE layer under the core lock (store.h); only the
+ * store writes them, except backing_id, which is the FUSE layer's.
  */
 #pragma once
 
@@ -19,18 +20,12 @@
 #include "names.h"
 
 typedef enum {
-    REGION_LIVE = 0,     /* held by at least one process */
+    REGION_LIVE = 0,     /* held: open handles, or (passthrough) the kernel
+                          * still counts an open file or mapping of its bytes */
     REGION_LINGERING,    /* no holder; destroyed at linger_deadline_us */
     REGION_PINNED,       /* no holder, pinned: stays until unpinned/unlinked */
     REGION_DESTROYED,    /* bytes released, name gone; struct awaits last unref */
 } RegionState;
-
-/* One process (thread-group id) that opened the region. */
-typedef struct {
-    pid_t tgid;
-    unsigned opens;      /* open file handles created by this process */
-    bool maps;           /* seen mapping the region after its opens closed */
-} RegionOpener;
 
 typedef struct CapshmRegion {
     int refcount;
@@ -39,7 +34,10 @@ typedef struct CapshmRegion {
     uint64_t ino;            /* node id of the read-write name */
     uint64_t ro_ino;         /* node id of the read-only name, 0 if none */
     int fd;                  /* data fd (store_data_fd), -1 when not open */
-    int backing_id;          /* passthrough backing id, 0 if none (FUSE layer) */
+    int anchor_fd;           /* tmpfs: read-only file lent for passthrough
+                              * registration (store_backing_fd), -1 if none */
+    int backing_id;          /* passthrough backing id, 0 if none: written by
+                              * the FUSE layer only (see cfs.h) */
     uint64_t size;           /* bytes; also what quota is charged */
     uid_t uid;
     gid_t gid;
@@ -50,10 +48,15 @@ typedef struct CapshmRegion {
     bool pinned, sealed, unlinked;
     unsigned open_count;     /* open file handles, all processes */
     unsigned writable_opens; /* of which opened for writing */
-    GArray *openers;         /* RegionOpener, NULL when empty */
+    unsigned writes_in_flight; /* store_write_begin without its done yet */
+    uint64_t write_reserved_end; /* highest end reserved by those writes */
+    bool kernel_held;        /* passthrough, no handle open: the kernel still
+                              * counts an open file or mapping (store.h) */
+    unsigned probe_step;     /* how many times the kernel said "held" in a row */
+    int64_t probe_due_us;
     int64_t linger_deadline_us;
     GList linger_link;       /* in the store's linger queue when .data set */
-    GList mapped_link;       /* in the store's mapped-only queue when .data set */
+    GList probe_link;        /* in one of the store's probe queues when .data set */
 } CapshmRegion;
 
 CapshmRegion *region_ref(CapshmRegion *r);
@@ -63,8 +66,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(CapshmRegion, region_unref)
 /* True until the region is destroyed. */
 static inline bool region_is_alive(const CapshmRegion *r) { return r->state != REGION_DESTROYED; }
 
-/* Number of distinct processes holding the region (openers). */
-unsigned region_holder_count(const CapshmRegion *r);
+/* True while the region is held: open handles, or the kernel's counts. */
+static inline bool region_is_held(const CapshmRegion *r) { return r->open_count > 0 || r->kernel_held; }
 
 /* The region's state as SPEC.md's user.capshm.state names it. */
 const char *region_state_name(const CapshmRegion *r);

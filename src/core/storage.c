@@ -55,6 +55,45 @@ no_writers(int dirfd, const char *name)
     return rc;
 }
 
+static int
+lease_free(int fd)
+{
+    if (fcntl(fd, F_SETLEASE, F_WRLCK) < 0)
+        return errno == EAGAIN || errno == EBUSY ? 1 : -errno;
+    (void)fcntl(fd, F_SETLEASE, F_UNLCK);
+    return 0;
+}
+
+int
+storage_probe_unheld(CapshmStorage *st, uint64_t key, int own_fd)
+{
+    if (st->kind == STORAGE_MEMFD) {
+        /* A memfd is a pseudo file: its own open does not count as a reader
+         * or writer, so a lease on it is never granted.  A read-only reopen
+         * of it counts as exactly one reader: ask on that. */
+        if (own_fd < 0)
+            return -EBADF;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", own_fd);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        int rc = lease_free(fd);
+        close(fd);
+        return rc;
+    }
+    if (own_fd >= 0)
+        return lease_free(own_fd);
+    char name[24];
+    key_name(key, name);
+    int fd = openat(st->root, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    int rc = lease_free(fd);
+    close(fd);
+    return rc;
+}
+
 /* No size or inode limit of its own: capshm's size/quota/max_regions
  * options are the limits, checked before any byte is allocated.  The same
  * options go to fsconfig() one by one and to mount(2) joined by commas. */

@@ -60,6 +60,15 @@ void storage_remove(CapshmStorage *st, uint64_t key);
 /* stat() of @key without an open fd (tmpfs only; -ENOTSUP for memfd). */
 int storage_stat(CapshmStorage *st, uint64_t key, struct stat *out);
 
+/* Does any open file or mapping of @key exist besides @own_fd (the
+ * daemon's one file of it, registered as a passthrough backing file; -1 if
+ * none, tmpfs only; the memfd, for memfd storage)?  Asks the kernel with a
+ * write lease on @own_fd (memfd: on a read-only reopen of it), which it
+ * grants exactly when nobody else has the inode open or mapped (a mapping
+ * keeps its file open after close()), and drops it at once.  O(1).
+ * Returns 0 (free), 1 (held), or -errno (could not ask: e.g. -EMFILE). */
+int storage_probe_unheld(CapshmStorage *st, uint64_t key, int own_fd);
+
 /* Tests: mount the private tmpfs the way used where fsopen() is missing
  * (mount on a fresh directory, then detach it at once). */
 void storage_use_mount_and_detach(bool yes);

@@ -1,8 +1,11 @@
 /* store — see store.h.
  *
  * Ownership model: `alive` holds one reference to every region that is not
- * destroyed; `by_name`/`by_ro_name` borrow from it.  The linger and mapped
+ * destroyed; `by_name`/`by_ro_name` borrow from it.  The linger and probe
  * queues use links embedded in the regions (no allocation, O(1) removal).
+ * Regions the kernel still holds after their last handle closed wait in
+ * `probe_fast` while they are asked at short, growing intervals, then in
+ * `probe_slow` (FIFO: one fixed interval, so insertion order is due order).
  * Mints live in `mints` (owned) and are linked into `mint_queue` in expiry
  * order: mint_ttl is the same for all, so insertion order is expiry order;
  * the same holds for the linger queue.
@@ -11,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -18,7 +22,16 @@
 #include <unistd.h>
 
 #define STORE_MAX_SIZE ((uint64_t)1 << 62)
-#define MAPPED_POLL_US (1000 * 1000)
+/* When to ask the kernel again while it says "held": a region whose last
+ * handle just closed is usually free within microseconds (the client's
+ * backing file is put right after its RELEASE is sent); a mapping that
+ * outlives its handle may stay for hours. */
+static const int64_t probe_delays_us[] = { 2000, 10000, 50000, 250000 };
+#define N_FAST_PROBES G_N_ELEMENTS(probe_delays_us)
+#define SLOW_PROBE_US (1000 * 1000)
+/* Most kernel questions per store_tick, so that the lock is held briefly
+ * even when an attacker maps tens of thousands of regions. */
+#define PROBES_PER_TICK 256
 #define FIRST_REGION_INO 16
 
 typedef struct {
@@ -39,13 +52,18 @@ struct CapshmStore {
     GHashTable *mints;        /* name -> Mint* (owned) */
     GQueue mint_queue;
     GQueue linger_queue;
-    GQueue mapped_queue;
-    int64_t next_mapped_poll_us;
+    GQueue probe_fast;
+    GQueue probe_slow;
     uint64_t next_ino;
     StoreCounters counters;
-    StoreProcOps proc;
+    pthread_mutex_t lock;     /* the core lock */
     StoreDestroyHook destroy_hook;
     void *destroy_data;
+    StoreUnheldHook unheld_hook;
+    void *unheld_data;
+    StoreHoldProbe probe;
+    void *probe_data;
+    bool probe_error_logged;
     int64_t (*now_us)(void *);
     void *clock_data;
 };
@@ -78,7 +96,9 @@ store_new(const CapshmOptions *opts, bool mappings_outlive_handles, CapshmStorag
     s->mints = g_hash_table_new_full(names_hash, name_equal, NULL, g_free);
     g_queue_init(&s->mint_queue);
     g_queue_init(&s->linger_queue);
-    g_queue_init(&s->mapped_queue);
+    g_queue_init(&s->probe_fast);
+    g_queue_init(&s->probe_slow);
+    pthread_mutex_init(&s->lock, NULL);
     s->next_ino = FIRST_REGION_INO;
     s->now_us = default_now;
     return s;
@@ -101,10 +121,26 @@ store_free(CapshmStore *s)
     g_hash_table_destroy(s->mints);
     quota_free(s->quota);
     storage_free(s->storage);
+    pthread_mutex_destroy(&s->lock);
     g_free(s);
 }
 
-void store_set_proc_ops(CapshmStore *s, const StoreProcOps *ops) { s->proc = *ops; }
+void store_lock(CapshmStore *s) { pthread_mutex_lock(&s->lock); }
+void store_unlock(CapshmStore *s) { pthread_mutex_unlock(&s->lock); }
+
+void
+store_set_unheld_hook(CapshmStore *s, StoreUnheldHook hook, void *data)
+{
+    s->unheld_hook = hook;
+    s->unheld_data = data;
+}
+
+void
+store_set_hold_probe(CapshmStore *s, StoreHoldProbe probe, void *data)
+{
+    s->probe = probe;
+    s->probe_data = data;
+}
 void
 store_set_destroy_hook(CapshmStore *s, StoreDestroyHook hook, void *data)
 {
@@ -262,6 +298,7 @@ store_create(CapshmStore *s, const CapshmCaller *caller, const char *name,
     reg->name = g_strdup(name);
     reg->ino = ino;
     reg->fd = fd;
+    reg->anchor_fd = -1;
     reg->uid = caller->uid;
     reg->gid = caller->gid;
     reg->mode = mode & 07777;
@@ -370,18 +407,19 @@ close_idle_fd(CapshmStore *s, CapshmRegion *r)
 }
 
 int
-store_open_backing(CapshmStore *s, CapshmRegion *r)
+store_backing_fd(CapshmStore *s, CapshmRegion *r)
 {
     if (!region_is_alive(r))
         return -ENOENT;
-    if (storage_needs_open_fd(s->storage)) {
-        int fd = dup(r->fd);
-        return fd < 0 ? -errno : fd;
+    if (storage_needs_open_fd(s->storage))
+        return r->fd;
+    if (r->anchor_fd < 0) {
+        int fd = storage_open(s->storage, r->ino, O_RDONLY);
+        if (fd < 0)
+            return fd;
+        r->anchor_fd = fd;
     }
-    /* Read-only: the kernel opens a backing file of its own, with the
-     * client's access mode, for every passthrough open; the registered file
-     * only names the inode and must not count as a writer. */
-    return storage_open(s->storage, r->ino, O_RDONLY);
+    return r->anchor_fd;
 }
 
 int
@@ -400,10 +438,24 @@ store_region_blocks(CapshmStore *s, CapshmRegion *r, blkcnt_t *blocks)
     return rc;
 }
 
-static int
-charge_growth(CapshmStore *s, CapshmRegion *r, uint64_t from, uint64_t to)
+/* What quota holds for @r: its size, or more while writes in flight have
+ * reserved growth past it (they copy without the core lock). */
+static uint64_t
+charged_bytes(const CapshmRegion *r)
 {
-    return to > from ? quota_charge_bytes(s->quota, r->uid, to - from) : 0;
+    return MAX(r->size, r->writes_in_flight ? r->write_reserved_end : 0);
+}
+
+/* Move @r's charge from @before to @after bytes.  0, or -EDQUOT/-ENOSPC
+ * (nothing charged then). */
+static int
+recharge(CapshmStore *s, CapshmRegion *r, uint64_t before, uint64_t after)
+{
+    if (after > before)
+        return quota_charge_bytes(s->quota, r->uid, after - before);
+    if (after < before)
+        quota_release_bytes(s->quota, r->uid, before - after);
+    return 0;
 }
 
 int
@@ -417,20 +469,23 @@ store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size)
         return -EFBIG;
     if (size == r->size)
         return 0;
-    int rc = charge_growth(s, r, r->size, size);
-    if (rc < 0)
+    uint64_t old_size = r->size, before = charged_bytes(r);
+    r->size = size;
+    int rc = recharge(s, r, before, charged_bytes(r));
+    if (rc < 0) {
+        r->size = old_size;
         return rc;
+    }
     int fd = store_data_fd(s, r);
     rc = fd < 0 ? fd : ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
     close_idle_fd(s, r);
     if (rc < 0) {
-        if (size > r->size)
-            quota_release_bytes(s->quota, r->uid, size - r->size);
+        uint64_t now_charged = charged_bytes(r);
+        r->size = old_size;
+        int back = recharge(s, r, now_charged, before);
+        g_warn_if_fail(back == 0); /* under the lock: the room we gave back is still free */
         return rc;
     }
-    if (size < r->size)
-        quota_release_bytes(s->quota, r->uid, r->size - size);
-    r->size = size;
     clock_gettime(CLOCK_REALTIME, &r->mtime);
     r->ctime = r->mtime;
     return 0;
@@ -447,10 +502,16 @@ store_write_begin(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t len,
     if (off > STORE_MAX_SIZE || len > STORE_MAX_SIZE - off)
         return -EFBIG;
     uint64_t end = off + len;
-    int rc = charge_growth(s, r, r->size, end);
+    uint64_t before = charged_bytes(r);
+    uint64_t after = MAX(before, end);
+    int rc = recharge(s, r, before, after);
     if (rc < 0)
         return rc;
-    *reserved_end = MAX(end, r->size);
+    /* Growth another write in flight reserved is charged already. */
+    r->write_reserved_end = MAX(r->writes_in_flight ? r->write_reserved_end : 0, end);
+    r->writes_in_flight++;
+    g_warn_if_fail(charged_bytes(r) == after);
+    *reserved_end = after;
     return 0;
 }
 
@@ -458,11 +519,18 @@ void
 store_write_done(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t written,
                  uint64_t reserved_end)
 {
+    (void)reserved_end;
+    uint64_t before = charged_bytes(r);
     /* Only bytes that landed move EOF: a failed write past EOF must not. */
-    uint64_t new_size = written ? MAX(r->size, off + written) : r->size;
-    if (reserved_end > new_size)
-        quota_release_bytes(s->quota, r->uid, reserved_end - new_size);
-    r->size = new_size;
+    if (written)
+        r->size = MAX(r->size, off + written);
+    if (r->writes_in_flight > 0)
+        r->writes_in_flight--;
+    if (r->writes_in_flight == 0)
+        r->write_reserved_end = 0;
+    /* Never more than before: what landed was reserved. */
+    int rc = recharge(s, r, before, charged_bytes(r));
+    g_warn_if_fail(rc == 0);
 }
 
 int
@@ -492,10 +560,11 @@ store_chown(CapshmStore *s, CapshmRegion *r, uid_t uid, gid_t gid)
             return rc;
         /* Move the bytes: release first so the global size check does not
          * count them twice. */
-        quota_release_bytes(s->quota, r->uid, r->size);
-        rc = quota_charge_bytes(s->quota, uid, r->size);
+        uint64_t charged = charged_bytes(r);
+        quota_release_bytes(s->quota, r->uid, charged);
+        rc = quota_charge_bytes(s->quota, uid, charged);
         if (rc < 0) {
-            int back = quota_charge_bytes(s->quota, r->uid, r->size);
+            int back = quota_charge_bytes(s->quota, r->uid, charged);
             g_warn_if_fail(back == 0);
             quota_release_region(s->quota, uid);
             return rc;
@@ -506,6 +575,27 @@ store_chown(CapshmStore *s, CapshmRegion *r, uid_t uid, gid_t gid)
     r->gid = gid;
     clock_gettime(CLOCK_REALTIME, &r->ctime);
     return 0;
+}
+
+void
+store_chmod(CapshmStore *s, CapshmRegion *r, mode_t mode)
+{
+    (void)s;
+    r->mode = mode & 07777;
+    clock_gettime(CLOCK_REALTIME, &r->ctime);
+}
+
+void
+store_set_times(CapshmStore *s, CapshmRegion *r, const StoreTimes *t)
+{
+    (void)s;
+    struct timespec now_ts;
+    clock_gettime(CLOCK_REALTIME, &now_ts);
+    if (t->set_atime)
+        r->atime = t->atime_now ? now_ts : t->atime;
+    if (t->set_mtime)
+        r->mtime = t->mtime_now ? now_ts : t->mtime;
+    r->ctime = t->set_ctime ? t->ctime : now_ts;
 }
 
 int
@@ -534,43 +624,6 @@ store_seal(CapshmStore *s, CapshmRegion *r)
 
 /* --- lifetime ------------------------------------------------------------- */
 
-static RegionOpener *
-opener_find(CapshmRegion *r, pid_t tid)
-{
-    if (!r->openers)
-        return NULL;
-    for (guint i = 0; i < r->openers->len; i++) {
-        RegionOpener *o = &g_array_index(r->openers, RegionOpener, i);
-        if (o->tgid == tid)
-            return o;
-    }
-    return NULL;
-}
-
-static void
-opener_remove_at(CapshmStore *s, CapshmRegion *r, guint i)
-{
-    RegionOpener *o = &g_array_index(r->openers, RegionOpener, i);
-    if (o->maps && s->proc.unwatch)
-        s->proc.unwatch(s->proc.data, o->tgid);
-    g_array_remove_index_fast(r->openers, i);
-    if (r->openers->len == 0) {
-        g_array_free(r->openers, TRUE);
-        r->openers = NULL;
-    }
-}
-
-static bool
-has_mapper(const CapshmRegion *r)
-{
-    if (!r->openers)
-        return false;
-    for (guint i = 0; i < r->openers->len; i++)
-        if (g_array_index(r->openers, RegionOpener, i).maps)
-            return true;
-    return false;
-}
-
 static void
 queue_remove(GQueue *q, GList *link)
 {
@@ -590,24 +643,39 @@ queue_add(GQueue *q, GList *link, CapshmRegion *r)
 }
 
 static void
+probe_dequeue(CapshmStore *s, CapshmRegion *r)
+{
+    if (r->probe_link.data)
+        g_queue_unlink(r->probe_step <= N_FAST_PROBES ? &s->probe_fast : &s->probe_slow,
+                       &r->probe_link);
+    r->probe_link.data = NULL;
+}
+
+/* Ask again later: soon at first, then once a second. */
+static void
+probe_later(CapshmStore *s, CapshmRegion *r)
+{
+    probe_dequeue(s, r);
+    r->probe_step++;
+    if (r->probe_step <= N_FAST_PROBES) {
+        r->probe_due_us = now(s) + probe_delays_us[r->probe_step - 1];
+        queue_add(&s->probe_fast, &r->probe_link, r);
+    } else {
+        r->probe_due_us = now(s) + SLOW_PROBE_US;
+        queue_add(&s->probe_slow, &r->probe_link, r);
+    }
+}
+
+static void
 reevaluate(CapshmStore *s, CapshmRegion *r)
 {
     if (!region_is_alive(r))
         return;
-    bool mapped = has_mapper(r);
-    if (r->open_count > 0 || mapped) {
+    if (region_is_held(r)) {
         r->state = REGION_LIVE;
         queue_remove(&s->linger_queue, &r->linger_link);
-        if (r->open_count == 0) {
-            if (!r->mapped_link.data && s->mapped_queue.length == 0)
-                s->next_mapped_poll_us = now(s) + MAPPED_POLL_US;
-            queue_add(&s->mapped_queue, &r->mapped_link, r);
-        } else {
-            queue_remove(&s->mapped_queue, &r->mapped_link);
-        }
         return;
     }
-    queue_remove(&s->mapped_queue, &r->mapped_link);
     if (r->unlinked) {
         region_destroy(s, r);
     } else if (r->pinned) {
@@ -620,75 +688,68 @@ reevaluate(CapshmStore *s, CapshmRegion *r)
     }
 }
 
+/* The kernel holds @r no more: give back what was lent for passthrough. */
+static void
+kernel_let_go(CapshmStore *s, CapshmRegion *r)
+{
+    probe_dequeue(s, r);
+    r->kernel_held = false;
+    r->probe_step = 0;
+    if (s->unheld_hook)
+        s->unheld_hook(r, s->unheld_data);
+    if (r->anchor_fd >= 0) {
+        close(r->anchor_fd);
+        r->anchor_fd = -1;
+    }
+}
+
+/* Is @r, which has no open handle, still held by the kernel's counts? */
+static int
+ask_kernel(CapshmStore *s, CapshmRegion *r)
+{
+    close_idle_fd(s, r); /* our own writable fd would count */
+    int own = r->anchor_fd >= 0 ? r->anchor_fd : storage_needs_open_fd(s->storage) ? r->fd : -1;
+    int rc = s->probe ? s->probe(r, own, s->probe_data)
+                      : storage_probe_unheld(s->storage, r->ino, own);
+    if (rc < 0 && !s->probe_error_logged) {
+        /* Held, to be safe: e.g. -EMFILE must never destroy a mapped region. */
+        g_warning("asking the kernel whether a region is still mapped: %s (asking again later)",
+                  g_strerror(-rc));
+        s->probe_error_logged = true;
+    }
+    return rc == 0 ? 0 : 1;
+}
+
+/* @r has no open handle: settle whether something else holds it. */
+static void
+settle_unopened(CapshmStore *s, CapshmRegion *r)
+{
+    if (s->mappings_outlive_handles && ask_kernel(s, r)) {
+        r->kernel_held = true;
+        probe_later(s, r);
+    } else {
+        kernel_let_go(s, r);
+    }
+    reevaluate(s, r);
+}
+
 void
-store_opened(CapshmStore *s, CapshmRegion *r, pid_t tid, bool writable)
+store_opened(CapshmStore *s, CapshmRegion *r, bool writable)
 {
     if (!region_is_alive(r))
         return;
     r->open_count++;
     if (writable)
         r->writable_opens++;
-    RegionOpener *o = opener_find(r, tid);
-    if (!o) {
-        if (!r->openers)
-            r->openers = g_array_sized_new(FALSE, FALSE, sizeof(RegionOpener), 1);
-        RegionOpener fresh = { .tgid = tid };
-        g_array_append_val(r->openers, fresh);
-        o = &g_array_index(r->openers, RegionOpener, r->openers->len - 1);
-    }
-    o->opens++;
+    /* Held by a handle now: no need to ask the kernel until it closes. */
+    probe_dequeue(s, r);
+    r->kernel_held = false;
+    r->probe_step = 0;
     reevaluate(s, r);
 }
 
-/* Passthrough: openers whose handles are all closed still hold the region
- * while they map it.  Rebuilds the opener list: entries with open handles
- * stay as they are; closed ones become per-process mapper entries (watched)
- * if the process still maps the region, and are dropped otherwise. */
-static void
-settle_closed_openers(CapshmStore *s, CapshmRegion *r)
-{
-    if (!r->openers)
-        return;
-    GArray *old = r->openers;
-    GArray *kept = g_array_sized_new(FALSE, FALSE, sizeof(RegionOpener), old->len);
-    for (guint i = 0; i < old->len; i++) {
-        RegionOpener o = g_array_index(old, RegionOpener, i);
-        if (o.opens > 0) {
-            g_array_append_val(kept, o);
-            continue;
-        }
-        pid_t tgid = o.tgid;
-        if (!o.maps) {
-            /* Ask the thread's maps first (they are its process's): most
-             * closers no longer map, and then the tgid is never needed. */
-            if (o.tgid <= 0 || !s->proc.maps_node ||
-                !s->proc.maps_node(s->proc.data, o.tgid, r->ino, r->ro_ino))
-                continue;
-            tgid = s->proc.tgid_of ? s->proc.tgid_of(s->proc.data, o.tgid) : o.tgid;
-            if (tgid <= 0)
-                continue;
-        }
-        gboolean dup = FALSE;
-        for (guint j = 0; j < kept->len; j++) {
-            const RegionOpener *k = &g_array_index(kept, RegionOpener, j);
-            dup |= k->maps && k->tgid == tgid;
-        }
-        if (dup) {
-            if (o.maps && s->proc.unwatch)
-                s->proc.unwatch(s->proc.data, tgid);
-            continue;
-        }
-        if (!o.maps && s->proc.watch)
-            s->proc.watch(s->proc.data, tgid);
-        RegionOpener k = { .tgid = tgid, .maps = true };
-        g_array_append_val(kept, k);
-    }
-    g_array_free(old, TRUE);
-    r->openers = kept->len ? kept : (g_array_free(kept, TRUE), NULL);
-}
-
 void
-store_released(CapshmStore *s, CapshmRegion *r, pid_t tid, bool writable)
+store_released(CapshmStore *s, CapshmRegion *r, bool writable)
 {
     if (r->open_count > 0)
         r->open_count--;
@@ -697,69 +758,8 @@ store_released(CapshmStore *s, CapshmRegion *r, pid_t tid, bool writable)
     if (!region_is_alive(r))
         return;
     close_idle_fd(s, r);
-    RegionOpener *o = opener_find(r, tid);
-    if (o && o->opens > 0)
-        o->opens--;
-    if (s->mappings_outlive_handles) {
-        if (o && o->opens == 0)
-            settle_closed_openers(s, r);
-    } else if (r->open_count == 0) {
-        if (r->openers) {
-            g_array_free(r->openers, TRUE);
-            r->openers = NULL;
-        }
-    } else if (o && o->opens == 0) {
-        opener_remove_at(s, r, (guint)(o - &g_array_index(r->openers, RegionOpener, 0)));
-    }
-    reevaluate(s, r);
-}
-
-static void
-drop_mapper(CapshmStore *s, CapshmRegion *r, pid_t tgid)
-{
-    if (!r->openers)
-        return;
-    for (guint i = r->openers->len; i-- > 0;) {
-        RegionOpener *o = &g_array_index(r->openers, RegionOpener, i);
-        if (o->maps && o->tgid == tgid) {
-            opener_remove_at(s, r, i);
-            if (!r->openers)
-                break;
-        }
-    }
-}
-
-void
-store_process_exited(CapshmStore *s, pid_t tgid)
-{
-    GList *l = s->mapped_queue.head;
-    while (l) {
-        GList *next = l->next;
-        CapshmRegion *r = l->data;
-        drop_mapper(s, r, tgid);
-        reevaluate(s, r);
-        l = next;
-    }
-    /* Open regions may also have this process as a past mapper. */
-    GHashTableIter it;
-    gpointer key;
-    g_hash_table_iter_init(&it, s->alive);
-    GPtrArray *touched = NULL;
-    while (g_hash_table_iter_next(&it, &key, NULL)) {
-        CapshmRegion *r = key;
-        if (r->open_count > 0 && r->openers && has_mapper(r)) {
-            if (!touched)
-                touched = g_ptr_array_new();
-            g_ptr_array_add(touched, r);
-        }
-    }
-    if (touched) {
-        for (guint i = 0; i < touched->len; i++) {
-            drop_mapper(s, touched->pdata[i], tgid);
-            reevaluate(s, touched->pdata[i]);
-        }
-        g_ptr_array_free(touched, TRUE);
-    }
+    if (r->open_count == 0)
+        settle_unopened(s, r);
 }
 
 void
@@ -782,14 +782,15 @@ region_destroy(CapshmStore *s, CapshmRegion *r)
         s->destroy_hook(r, s->destroy_data);
     drop_names(s, r);
     queue_remove(&s->linger_queue, &r->linger_link);
-    queue_remove(&s->mapped_queue, &r->mapped_link);
-    while (r->openers)
-        opener_remove_at(s, r, r->openers->len - 1);
+    probe_dequeue(s, r);
     if (r->fd >= 0)
         close(r->fd);
     r->fd = -1;
+    if (r->anchor_fd >= 0)
+        close(r->anchor_fd);
+    r->anchor_fd = -1;
     storage_remove(s->storage, r->ino);
-    quota_release_bytes(s->quota, r->uid, r->size);
+    quota_release_bytes(s->quota, r->uid, charged_bytes(r));
     quota_release_region(s->quota, r->uid);
     r->state = REGION_DESTROYED;
     s->counters.destroyed++;
@@ -800,74 +801,37 @@ region_destroy(CapshmStore *s, CapshmRegion *r)
 static void
 expire_lingering(CapshmStore *s, int64_t t)
 {
-    GPtrArray *due = NULL;
-    for (GList *l = s->linger_queue.head; l; l = l->next) {
-        CapshmRegion *r = l->data;
+    while (s->linger_queue.head) {
+        CapshmRegion *r = s->linger_queue.head->data;
         if (r->linger_deadline_us > t)
             break;
-        if (!due)
-            due = g_ptr_array_new();
-        g_ptr_array_add(due, r);
+        region_destroy(s, r);
     }
-    if (!due)
-        return;
-
-    /* Safety net for mappings we could not attribute (a child that
-     * inherited a mapping, an opener thread that exited): one scan of every
-     * visible process for the whole batch. */
-    GHashTable *owners = NULL;
-    if (s->mappings_outlive_handles && s->proc.scan_all) {
-        GHashTable *wanted = g_hash_table_new(g_int64_hash, g_int64_equal);
-        for (guint i = 0; i < due->len; i++) {
-            CapshmRegion *r = due->pdata[i];
-            g_hash_table_add(wanted, &r->ino);
-            if (r->ro_ino)
-                g_hash_table_add(wanted, &r->ro_ino);
-        }
-        owners = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
-        s->proc.scan_all(s->proc.data, wanted, owners);
-        g_hash_table_destroy(wanted);
-    }
-    for (guint i = 0; i < due->len; i++) {
-        CapshmRegion *r = due->pdata[i];
-        gpointer tg = NULL;
-        if (owners && (g_hash_table_lookup_extended(owners, &r->ino, NULL, &tg) ||
-                       (r->ro_ino && g_hash_table_lookup_extended(owners, &r->ro_ino, NULL, &tg)))) {
-            if (!r->openers)
-                r->openers = g_array_sized_new(FALSE, FALSE, sizeof(RegionOpener), 1);
-            RegionOpener o = { .tgid = GPOINTER_TO_INT(tg), .maps = true };
-            g_array_append_val(r->openers, o);
-            if (s->proc.watch)
-                s->proc.watch(s->proc.data, o.tgid);
-            reevaluate(s, r);
-        } else {
-            region_destroy(s, r);
-        }
-    }
-    if (owners)
-        g_hash_table_destroy(owners);
-    g_ptr_array_free(due, TRUE);
 }
 
-static void
-poll_mapped(CapshmStore *s)
+/* Ask the kernel about regions whose turn has come; at most @budget. */
+static unsigned
+run_probes(CapshmStore *s, int64_t t, unsigned budget)
 {
-    GList *l = s->mapped_queue.head;
-    while (l) {
+    unsigned asked = 0;
+    GList *l = s->probe_fast.head;
+    while (l && asked < budget) {
         GList *next = l->next;
         CapshmRegion *r = l->data;
-        for (guint i = r->openers ? r->openers->len : 0; i-- > 0;) {
-            RegionOpener *o = &g_array_index(r->openers, RegionOpener, i);
-            if (o->maps && !(s->proc.maps_node &&
-                             s->proc.maps_node(s->proc.data, o->tgid, r->ino, r->ro_ino))) {
-                opener_remove_at(s, r, i);
-                if (!r->openers)
-                    break;
-            }
+        if (r->probe_due_us <= t) {
+            asked++;
+            settle_unopened(s, r);
         }
-        reevaluate(s, r);
         l = next;
     }
+    while (s->probe_slow.head && asked < budget) {
+        CapshmRegion *r = s->probe_slow.head->data;
+        if (r->probe_due_us > t)
+            break;
+        asked++;
+        settle_unopened(s, r);
+    }
+    return asked;
 }
 
 int64_t
@@ -881,11 +845,15 @@ store_tick(CapshmStore *s)
         s->counters.expired_mints++;
         mint_remove(s, m);
     }
-    if (s->mapped_queue.length && s->next_mapped_poll_us <= t) {
-        poll_mapped(s);
-        s->next_mapped_poll_us = t + MAPPED_POLL_US;
-    }
+    bool more = run_probes(s, t, PROBES_PER_TICK) == PROBES_PER_TICK;
     expire_lingering(s, t);
+    return more ? 0 : store_next_due(s);
+}
+
+int64_t
+store_next_due(CapshmStore *s)
+{
+    int64_t t = now(s);
 
     int64_t next = -1;
 #define CONSIDER(when) do { int64_t w_ = (when); if (next < 0 || w_ < next) next = w_; } while (0)
@@ -893,33 +861,12 @@ store_tick(CapshmStore *s)
         CONSIDER(((Mint *)s->mint_queue.head->data)->deadline_us);
     if (s->linger_queue.head)
         CONSIDER(((CapshmRegion *)s->linger_queue.head->data)->linger_deadline_us);
-    if (s->mapped_queue.length)
-        CONSIDER(s->next_mapped_poll_us);
+    for (GList *l = s->probe_fast.head; l; l = l->next)
+        CONSIDER(((CapshmRegion *)l->data)->probe_due_us);
+    if (s->probe_slow.head)
+        CONSIDER(((CapshmRegion *)s->probe_slow.head->data)->probe_due_us);
 #undef CONSIDER
     return next < 0 ? -1 : MAX(next - t, 0);
-}
-
-GArray *
-store_holder_pids(CapshmStore *s, CapshmRegion *r)
-{
-    GArray *out = g_array_new(FALSE, FALSE, sizeof(pid_t));
-    for (guint i = 0; r->openers && i < r->openers->len; i++) {
-        RegionOpener *o = &g_array_index(r->openers, RegionOpener, i);
-        if (!(o->opens > 0 || o->maps) || o->tgid <= 0)
-            continue;
-        pid_t p = o->tgid;
-        if (!o->maps && s->proc.tgid_of) {
-            pid_t tg = s->proc.tgid_of(s->proc.data, o->tgid);
-            if (tg > 0)
-                p = tg;
-        }
-        gboolean dup = FALSE;
-        for (guint j = 0; j < out->len; j++)
-            dup |= g_array_index(out, pid_t, j) == p;
-        if (!dup)
-            g_array_append_val(out, p);
-    }
-    return out;
 }
 
 /* --- reporting ------------------------------------------------------------ */

@@ -7,13 +7,27 @@
  * a borrowed pointer; take region_ref() to keep it.  Functions return 0 or a
  * negative errno; nothing here replies to anyone or blocks on a client.
  *
- * Lifetime (SPEC.md "Lifetime"): a region is held while it has open file
- * handles or a known process maps it.  The FUSE layer reports opens and
- * releases; when the last handle of a region closes and the data path lets
- * mappings outlive handles (passthrough), the store asks its ProcOps whether
- * the openers still map it and watches them.  A region with no holder
- * lingers for linger seconds, then is destroyed unless pinned.  Time comes
- * from an injectable clock so the state machine can be unit-tested.
+ * Lifetime (capshmfs(8) LIFETIME): a region is held while it has open file
+ * handles or, on the passthrough data path (where the kernel maps the
+ * region's file directly and RELEASE comes at close, not at munmap), while
+ * the kernel still counts an open file or mapping of its bytes in any
+ * process.  That question is asked of the kernel itself, in O(1): a write
+ * lease on the daemon's own file of the region can be taken exactly when no
+ * other open file or mapping of it exists (storage_probe_unheld).  It is
+ * asked when the last handle closes and then again with a growing interval
+ * (2 ms ... 1 s) while the answer is "held".  Nothing reads other
+ * processes' /proc to decide lifetime.  A region with no holder lingers for
+ * linger seconds, then is destroyed unless pinned; an unlinked one is
+ * destroyed as soon as it has no holder.  Quota stays charged until then.
+ * Time comes from an injectable clock, and the kernel question from an
+ * injectable probe, so the state machine can be unit-tested.
+ *
+ * Locking: the store is not thread-safe by itself.  It owns one mutex, the
+ * core lock (store_lock/store_unlock); every caller takes it around store
+ * calls and around reads of region fields, and releases it before any
+ * reply, any I/O on region data, and any /proc read.  What store functions
+ * do under it is bounded and touches only the daemon's own files: O(1)
+ * fcntl/ftruncate/fallocate calls on region files, never client memory.
  */
 #pragma once
 
@@ -35,30 +49,19 @@ typedef struct {
     pid_t pid;    /* thread id from the request, 0 when not visible */
 } CapshmCaller;
 
-/* How the store learns about processes: the daemon uses procwatch.c; unit
- * tests pass fakes.  All callbacks are optional. */
-typedef struct {
-    /* Thread-group id of thread @tid, or 0 if gone/unknown. */
-    pid_t (*tgid_of)(void *data, pid_t tid);
-    /* True if process @tgid currently maps node @ino (or @ro_ino, if nonzero)
-     * of the mount.  A thread id must answer for its process, as
-     * /proc/TID/maps does. */
-    bool (*maps_node)(void *data, pid_t tgid, uint64_t ino, uint64_t ro_ino);
-    /* Start/stop watching @tgid; when it exits the owner calls
-     * store_process_exited(). */
-    void (*watch)(void *data, pid_t tgid);
-    void (*unwatch)(void *data, pid_t tgid);
-    /* Fill @mappers (a set of node ids, GUINT64 keys → unused) with the node
-     * ids in @wanted that any visible process maps, and @owners (node id →
-     * GINT_TO_POINTER(tgid)) with one such process for each.  May be slow:
-     * the store calls it once per batch of expiring regions. */
-    void (*scan_all)(void *data, GHashTable *wanted, GHashTable *owners);
-    void *data;
-} StoreProcOps;
-
 /* Called once for each region the moment it is destroyed (before its bytes
  * are released), so the FUSE layer can drop kernel state for it. */
 typedef void (*StoreDestroyHook)(CapshmRegion *r, void *data);
+
+/* Called when the kernel no longer holds @r (no open file, no mapping),
+ * before the store closes the file lent by store_backing_fd: the FUSE layer
+ * drops its passthrough backing id for @r here.  Under the core lock. */
+typedef void (*StoreUnheldHook)(CapshmRegion *r, void *data);
+
+/* Asks whether any open file or mapping of @r other than the store's own
+ * exists: returns 1 held, 0 not held, or -errno (taken as held, asked
+ * again later).  The default asks the kernel (storage_probe_unheld). */
+typedef int (*StoreHoldProbe)(CapshmRegion *r, int own_fd, void *data);
 
 typedef struct {
     uint64_t created, destroyed, expired_mints;
@@ -71,8 +74,14 @@ CapshmStore *store_new(const CapshmOptions *opts, bool mappings_outlive_handles,
 /* Destroys every region (hooks run) and frees the store. */
 void store_free(CapshmStore *s);
 
-void store_set_proc_ops(CapshmStore *s, const StoreProcOps *ops);
+/* The core lock (see "Locking" above).  Not recursive. */
+void store_lock(CapshmStore *s);
+void store_unlock(CapshmStore *s);
+
 void store_set_destroy_hook(CapshmStore *s, StoreDestroyHook hook, void *data);
+void store_set_unheld_hook(CapshmStore *s, StoreUnheldHook hook, void *data);
+/* Tests: replace the kernel question (NULL restores it). */
+void store_set_hold_probe(CapshmStore *s, StoreHoldProbe probe, void *data);
 /* Monotonic clock in microseconds; default g_get_monotonic_time. */
 void store_set_clock(CapshmStore *s, int64_t (*now_us)(void *data), void *data);
 void store_set_mappings_outlive_handles(CapshmStore *s, bool yes);
@@ -110,8 +119,8 @@ int store_create(CapshmStore *s, const CapshmCaller *caller, const char *name,
  * unlink through a read-only name is the caller's check.) */
 int store_unlink(CapshmStore *s, CapshmRegion *r);
 
-/* Regions visible to @uid in readdir (owned by @uid; all if @all),
- * appended to @out as new references. */
+/* Regions owned by @uid (all if @all), in creation order, appended to @out
+ * as new references: what .mine and readdir list. */
 void store_list(CapshmStore *s, uid_t uid, bool all, GPtrArray *out);
 
 /* Mint (once) and return the read-only name of @r.  Borrowed. */
@@ -125,9 +134,13 @@ const char *store_ro_name(CapshmStore *s, CapshmRegion *r);
  * -ENOENT if destroyed, or the storage's errno (e.g. -EMFILE). */
 int store_data_fd(CapshmStore *s, CapshmRegion *r);
 
-/* A new fd on @r's bytes to register as a passthrough backing file; the
- * caller closes it after registering.  Read-only with tmpfs storage. */
-int store_open_backing(CapshmStore *s, CapshmRegion *r);
+/* The file the FUSE layer registers as @r's passthrough backing file.
+ * Borrowed: it stays open while the region is held and is closed after the
+ * unheld hook ran (or at destruction).  Read-only with tmpfs storage (the
+ * kernel opens a backing file of its own, with the client's access mode,
+ * for every passthrough open); the memfd itself with memfd storage.
+ * -ENOENT if destroyed, or the storage's errno (e.g. -EMFILE). */
+int store_backing_fd(CapshmStore *s, CapshmRegion *r);
 
 /* Allocated 512-byte blocks of @r (st_blocks).  0 or -errno. */
 int store_region_blocks(CapshmStore *s, CapshmRegion *r, blkcnt_t *blocks);
@@ -138,13 +151,14 @@ int store_region_blocks(CapshmStore *s, CapshmRegion *r, blkcnt_t *blocks);
 int store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size);
 
 /* Reserve room for a write of @len bytes at @off before the data is copied
- * into the region's fd: charges growth past the current size.  Returns 0 and sets
- * *reserved_end (pass it to store_write_done), or -EDQUOT/-ENOSPC/-EFBIG/
- * -EPERM. */
+ * into the region's fd (without the core lock): charges growth past the
+ * current size and past what writes still in flight reserved.  Returns 0
+ * and sets *reserved_end (pass it to store_write_done), or -EDQUOT/-ENOSPC/
+ * -EFBIG/-EPERM.  Every successful begin must be followed by one done. */
 int store_write_begin(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t len,
                       uint64_t *reserved_end);
-/* Settle a write: @written bytes landed at @off.  Releases any reservation
- * the write did not use. */
+/* Settle a write: @written bytes landed at @off.  When the last write in
+ * flight settles, releases whatever reservation no write used. */
 void store_write_done(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t written,
                       uint64_t reserved_end);
 
@@ -155,29 +169,40 @@ int store_fallocate(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t len)
  * new owner cannot take it (nothing changes then). */
 int store_chown(CapshmStore *s, CapshmRegion *r, uid_t uid, gid_t gid);
 
-/* Make @r immutable (SPEC.md "sealed").  -EBUSY while a writable open or
+/* Set @r's permission bits (07777 of @mode); ctime moves. */
+void store_chmod(CapshmStore *s, CapshmRegion *r, mode_t mode);
+
+/* Which times to set, and to what (now, or the given value). */
+typedef struct {
+    bool set_atime, atime_now, set_mtime, mtime_now, set_ctime;
+    struct timespec atime, mtime, ctime;
+} StoreTimes;
+/* Set @r's times; ctime moves to now unless given. */
+void store_set_times(CapshmStore *s, CapshmRegion *r, const StoreTimes *t);
+
+/* Make @r immutable (capshmfs(8) "sealed").  -EBUSY while a writable open or
  * writable shared mapping exists; 0 if already sealed. */
 int store_seal(CapshmStore *s, CapshmRegion *r);
 
 /* --- lifetime ----------------------------------------------------------- */
 
-/* A file handle on @r was opened by thread @tid (0 if unknown). */
-void store_opened(CapshmStore *s, CapshmRegion *r, pid_t tid, bool writable);
-/* That handle was released.  @tid is what store_opened got. */
-void store_released(CapshmStore *s, CapshmRegion *r, pid_t tid, bool writable);
-/* Process @tgid exited (its watch fired). */
-void store_process_exited(CapshmStore *s, pid_t tgid);
+/* A file handle on @r was opened / released.  The last release on the
+ * passthrough path asks the kernel whether @r is still held (see above). */
+void store_opened(CapshmStore *s, CapshmRegion *r, bool writable);
+void store_released(CapshmStore *s, CapshmRegion *r, bool writable);
 
 /* Pin or unpin.  Unpinning an unheld region starts its linger. */
 void store_set_pinned(CapshmStore *s, CapshmRegion *r, bool pinned);
 
 /* Run everything due: expired mints, lingering regions past their deadline,
- * re-checks of mapped-only regions.  Returns the delay in microseconds until
- * store_tick is next needed, or -1 if nothing is pending. */
+ * kernel questions for regions held only by the kernel's counts (at most a
+ * bounded batch per call, so the lock is never held long).  Returns the
+ * delay in microseconds until store_tick is next needed, or -1 if nothing
+ * is pending. */
 int64_t store_tick(CapshmStore *s);
-
-/* Pids of the processes that hold @r; new array of pid_t. */
-GArray *store_holder_pids(CapshmStore *s, CapshmRegion *r);
+/* The delay store_tick would return, without doing anything: cheap enough
+ * to ask after every request. */
+int64_t store_next_due(CapshmStore *s);
 
 /* --- reporting ---------------------------------------------------------- */
 

@@ -5,9 +5,10 @@
  *  - io_uring (libfuse >= 3.18, fuse.enable_uring): libfuse's own loop runs
  *    on a thread of ours and starts one ring thread per CPU, so a request
  *    is answered on the CPU that sent it.
- * Either way every FUSE callback runs under the core lock (cfs.h), which the
- * main loop's timers and process-exit callbacks take too.  Another thread
- * only sends kernel invalidations (see fuse/notify.h).  Start-up order:
+ * Either way FUSE callbacks take the core lock (store.h) only around their
+ * store calls; the main loop's timer takes it too.  Other threads only send
+ * kernel invalidations (fuse/notify.h) and look up holders in /proc for
+ * display (core/procwatch.h).  Start-up order:
  *   parse options → (fork; the parent waits) → mount → answer INIT →
  *   settle the data path → tell the parent "ready" → serve.
  * The parent exits 0 only once the mount answers requests, or 1 with the
@@ -50,7 +51,6 @@ typedef struct {
     struct fuse_session *se;
     CapshmStore *store;
     CapshmFs *fs;
-    ProcWatch *procwatch;
     GMainLoop *loop;
     struct fuse_buf buf;
     guint tick_source;
@@ -115,14 +115,13 @@ fuse_log_bridge(enum fuse_log_level level, const char *fmt, va_list ap)
 
 static gboolean on_tick(gpointer data);
 
-/* Run what is due in the store and arm one timer for the next deadline.
- * Under the core lock: after every request (cfs_set_after_request), from
- * the timer, and after a process exit.  GLib's sources may be added and
- * removed from any thread. */
+/* Arm one timer for the store's next deadline, @delay microseconds away
+ * (-1: none).  Under the core lock: after every request
+ * (cfs_set_after_request) and from the timer.  GLib's sources may be added
+ * and removed from any thread. */
 static void
-schedule_tick(Daemon *d)
+arm_tick(Daemon *d, int64_t delay)
 {
-    int64_t delay = store_tick(d->store);
     if (delay < 0)
         return;
     int64_t deadline = g_get_monotonic_time() + delay;
@@ -144,15 +143,19 @@ on_tick(gpointer data)
     /* A request may have replaced this timer while we waited for the lock. */
     if (d->tick_source == g_source_get_id(g_main_current_source()))
         d->tick_source = 0;
-    schedule_tick(d);
+    arm_tick(d, store_tick(d->store));
     cfs_unlock(d->fs);
     return G_SOURCE_REMOVE;
 }
 
+/* Requests only look at the deadlines: the work itself (expiring mints and
+ * lingering regions, asking the kernel about mapped ones) runs on the main
+ * loop's timer, so no request pays for it. */
 static void
 after_request(void *data)
 {
-    schedule_tick(data);
+    Daemon *d = data;
+    arm_tick(d, store_next_due(d->store));
 }
 
 /* Answer every request that is waiting, at most 64 before the other
@@ -219,15 +222,6 @@ on_signal(gpointer data)
     g_message("signal received: unmounting %s", d->mountpoint);
     g_main_loop_quit(d->loop);
     return G_SOURCE_CONTINUE;
-}
-
-/* From procwatch, under the core lock. */
-static void
-on_process_exit(pid_t tgid, void *data)
-{
-    Daemon *d = data;
-    store_process_exited(d->store, tgid);
-    schedule_tick(d);
 }
 
 /* --- io_uring transport ---------------------------------------------------- */
@@ -651,12 +645,9 @@ run(Daemon *d, int ready_fd)
 
     dev_t dev = 0;
     if (procwatch_mount_dev(d->mountpoint, &dev) < 0)
-        g_warning("%s: device number not found in mountinfo; mappings cannot be attributed",
+        g_warning("%s: device number not found in mountinfo; user.capshm.pids will be empty",
                   d->mountpoint);
-    d->procwatch = procwatch_new(dev, on_process_exit, d);
-    procwatch_set_lock(d->procwatch, cfs_core_lock(d->fs));
-    StoreProcOps pops = procwatch_ops(d->procwatch);
-    store_set_proc_ops(d->store, &pops);
+    cfs_set_mount_dev(d->fs, dev);
 
     d->loop = g_main_loop_new(NULL, FALSE);
 
@@ -766,7 +757,6 @@ out_session:
     /* cfs borrows the store (cfs_free unhooks itself from it): free it first. */
     cfs_free(d->fs);
     store_free(d->store);
-    procwatch_free(d->procwatch);
     fuse_session_destroy(d->se);
     free(d->buf.mem);
     if (d->loop)
@@ -786,6 +776,10 @@ main(int argc, char **argv)
     Daemon d = { 0 };
     g_log_set_writer_func(log_writer, &d, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* The store asks the kernel with file leases (storage.h), which it drops
+     * at once; should anyone break one meanwhile, the kernel's SIGIO must
+     * not kill us. */
+    signal(SIGIO, SIG_IGN);
 
     GOptionContext *octx = g_option_context_new("- serve shared-memory regions as files");
     g_option_context_set_summary(octx,

@@ -5,8 +5,14 @@
  *    reference; FORGET (or cfs_free, since unmount sends none) drops it.
  *  - Each open file handle (fi->fh) is a CfsFile holding one region reference
  *    (regions) or the generated text (control files); RELEASE frees it.
- *  - Region nodes are created on LOOKUP/CREATE replies only.  Root, .new and
- *    .stats are static and never counted.
+ *  - Region nodes are created on LOOKUP/CREATE replies only.  Root, .new,
+ *    .stats and .mine are static and never counted.
+ * Locking: the node and handle tables, like the store, are guarded by the
+ * core lock (store_lock).  A callback takes it around its store calls and
+ * table updates only (CORE_ENTER/CORE_LEAVE), never across a reply, a read
+ * or write of region data, or a /proc read: requests on different CPUs run
+ * in parallel, and no client can hold another up.  A reply that fails is
+ * undone under the lock again (lookup, create, open, opendir).
  * Every callback replies exactly once, through reply_err() or a fuse_reply_*.
  */
 
@@ -24,6 +30,7 @@
 #include <unistd.h>
 
 #include "core/names.h"
+#include "core/procwatch.h"
 #include "notify.h"
 
 /* Kernel UAPI for passthrough backing files (linux/fuse.h >= 6.9); Debian
@@ -45,11 +52,22 @@ struct cfs_backing_map {
 
 #define XATTR_PREFIX "user.capshm."
 
+/* Control files get a fresh node id on every LOOKUP (their entries are
+ * never cached), so that each opener has an inode, and a page cache, of its
+ * own: splice and sendfile read through the page cache and trust st_size,
+ * and a shared inode would let one caller's minted name reach another's
+ * sendfile.  Their ids come from this range, far above any region's. */
+#define CONTROL_INO_BASE ((uint64_t)1 << 62)
+
 typedef struct {
     uint64_t ino;
-    CapshmRegion *region; /* owned reference */
+    CapshmRegion *region; /* owned reference; NULL for a control file */
     bool is_ro;
     uint64_t nlookup;
+    /* Control files: which one (CFS_NEW_INO, CFS_STATS_INO, CFS_MINE_INO) and
+     * its text, made at LOOKUP so st_size is right (.new: minted at OPEN). */
+    fuse_ino_t control;
+    char *text;
 } CfsNode;
 
 typedef enum { FH_REGION, FH_TEXT, FH_DIR } FhKind;
@@ -75,9 +93,8 @@ struct CapshmFs {
     GHashTable *nodes; /* ino -> CfsNode* (owned) */
     GHashTable *files; /* every open CfsFile (owned): unmount sends no RELEASE */
     Notifier *notifier;
-    /* The core lock (see cfs.h), and what to run before releasing it at the
-     * end of each callback. */
-    pthread_mutex_t lock; /* pthread, not GMutex: ThreadSanitizer sees it */
+    /* Run under the core lock at the end of each core section: the daemon
+     * re-arms its timer for the store's next deadline. */
     void (*after_request)(void *data);
     void *after_request_data;
     /* Set by INIT, which runs without the core lock: the daemon holds that
@@ -87,25 +104,64 @@ struct CapshmFs {
     uid_t owner_uid;
     gid_t owner_gid;
     struct timespec mount_time;
-    uint64_t requests;
-    /* Set while UNLINK runs: a region destroyed there needs no inode
-     * invalidation, the kernel drops its unlinked (nlink 0) inode itself. */
+    guint64 requests; /* atomic */
+    /* Set while UNLINK runs (under the core lock): a region destroyed there
+     * needs no inode invalidation, the kernel drops its unlinked inode. */
     bool in_unlink;
-    /* READ replies are copied through this one buffer (grown to the largest
-     * read asked, at most max_pages): libfuse's own fallback mallocs and
-     * frees a fresh buffer per reply, which costs page faults. */
-    char *readbuf;
-    size_t readbuf_size;
+    uint64_t next_control_ino;
+    /* Who holds a region (user.capshm.holders/pids) is looked up in /proc on
+     * this pool's one thread, never on a request thread. */
+    dev_t mount_dev;
+    GThreadPool *scan_pool;
+    gint scans_queued; /* atomic */
 };
 
+/* READ replies are copied through one buffer per request thread (grown to
+ * the largest read asked): libfuse's own fallback mallocs and frees a fresh
+ * buffer per reply, which costs page faults. */
+typedef struct {
+    char *buf;
+    size_t size;
+} ReadBuf;
+
+static void
+readbuf_free(gpointer p)
+{
+    ReadBuf *b = p;
+    g_free(b->buf);
+    g_free(b);
+}
+
+static GPrivate readbuf_key = G_PRIVATE_INIT(readbuf_free);
+
+static char *
+readbuf_get(size_t n)
+{
+    ReadBuf *b = g_private_get(&readbuf_key);
+    if (!b) {
+        b = g_new0(ReadBuf, 1);
+        g_private_set(&readbuf_key, b);
+    }
+    if (n > b->size) {
+        g_free(b->buf);
+        b->buf = g_malloc(n);
+        b->size = n;
+    }
+    return b->buf;
+}
+
 static void on_region_destroyed(CapshmRegion *r, void *data);
+static void on_region_unheld(CapshmRegion *r, void *data);
 static void file_free(CfsFile *f);
+static void scan_job(gpointer job, gpointer data);
+static char *control_text(CapshmFs *fs, fuse_req_t req, fuse_ino_t ino, int *err);
 
 static void
 node_free(gpointer p)
 {
     CfsNode *n = p;
     region_unref(n->region);
+    g_free(n->text);
     g_free(n);
 }
 
@@ -116,13 +172,15 @@ cfs_new(CapshmStore *store, CapshmDatapath want)
     fs->store = store;
     fs->want = want;
     fs->path = CFS_PATH_CACHE;
-    pthread_mutex_init(&fs->lock, NULL);
     fs->nodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, node_free);
     fs->files = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)file_free, NULL);
+    fs->next_control_ino = CONTROL_INO_BASE;
     fs->owner_uid = geteuid();
     fs->owner_gid = getegid();
     clock_gettime(CLOCK_REALTIME, &fs->mount_time);
     store_set_destroy_hook(store, on_region_destroyed, fs);
+    store_set_unheld_hook(store, on_region_unheld, fs);
+    fs->scan_pool = g_thread_pool_new(scan_job, fs, 1, FALSE, NULL);
     return fs;
 }
 
@@ -131,12 +189,13 @@ cfs_free(CapshmFs *fs)
 {
     if (!fs)
         return;
+    /* Finish the scans first: they reply (harmlessly, after unmount). */
+    g_thread_pool_free(fs->scan_pool, FALSE, TRUE);
     cfs_stop_notifier(fs);
     store_set_destroy_hook(fs->store, NULL, NULL);
+    store_set_unheld_hook(fs->store, NULL, NULL);
     g_hash_table_destroy(fs->files); /* handles still open at unmount */
     g_hash_table_destroy(fs->nodes);
-    g_free(fs->readbuf);
-    pthread_mutex_destroy(&fs->lock);
     g_free(fs);
 }
 
@@ -148,9 +207,9 @@ cfs_datapath_name(const CapshmFs *fs)
 {
     return fs->path == CFS_PATH_PASSTHROUGH ? "passthrough" : "cache";
 }
-void cfs_lock(CapshmFs *fs) { pthread_mutex_lock(&fs->lock); }
-void cfs_unlock(CapshmFs *fs) { pthread_mutex_unlock(&fs->lock); }
-pthread_mutex_t *cfs_core_lock(CapshmFs *fs) { return &fs->lock; }
+void cfs_lock(CapshmFs *fs) { store_lock(fs->store); }
+void cfs_unlock(CapshmFs *fs) { store_unlock(fs->store); }
+void cfs_set_mount_dev(CapshmFs *fs, dev_t dev) { fs->mount_dev = dev; }
 
 void
 cfs_set_after_request(CapshmFs *fs, void (*fn)(void *data), void *data)
@@ -159,11 +218,11 @@ cfs_set_after_request(CapshmFs *fs, void (*fn)(void *data), void *data)
     fs->after_request_data = data;
 }
 
-/* --- the core lock around every callback ------------------------------------ */
+/* --- callbacks and the core lock ------------------------------------------- */
 
-/* What a callback holds while it runs: the core lock, and cancellation
- * switched off (libfuse cancels its io_uring threads at unmount; a thread
- * cancelled inside a callback would never release the lock). */
+/* What a callback holds while it runs: cancellation switched off (libfuse
+ * cancels its io_uring threads at unmount; a thread cancelled inside a
+ * callback could leave the core lock taken). */
 typedef struct {
     CapshmFs *fs;
     int cancel_state;
@@ -174,25 +233,35 @@ call_enter(fuse_req_t req)
 {
     CfsCall c = { .fs = fuse_req_userdata(req) };
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &c.cancel_state);
-    pthread_mutex_lock(&c.fs->lock);
-    c.fs->requests++;
+    __atomic_fetch_add(&c.fs->requests, 1, __ATOMIC_RELAXED);
     return c;
 }
 
 static void
 call_leave(CfsCall *c)
 {
-    if (c->fs->after_request)
-        c->fs->after_request(c->fs->after_request_data);
-    pthread_mutex_unlock(&c->fs->lock);
     pthread_setcancelstate(c->cancel_state, NULL);
 }
 
-/* First statement of every callback: declares `fs` and holds the core lock
- * until the callback returns (after its reply). */
+/* First statement of every callback: declares `fs`. */
 #define CFS_CALL(req)                                                            \
     __attribute__((cleanup(call_leave))) CfsCall call_ = call_enter(req);        \
     CapshmFs *fs G_GNUC_UNUSED = call_.fs
+
+/* Around store calls and table updates; never around a reply or data I/O. */
+static void
+core_enter(CapshmFs *fs)
+{
+    store_lock(fs->store);
+}
+
+static void
+core_leave(CapshmFs *fs)
+{
+    if (fs->after_request)
+        fs->after_request(fs->after_request_data);
+    store_unlock(fs->store);
+}
 
 void
 cfs_start_notifier(CapshmFs *fs)
@@ -276,10 +345,15 @@ cfs_settle_datapath(CapshmFs *fs, const char **why)
 
 /* --- helpers --------------------------------------------------------------- */
 
+/* The one way a callback answers with an errno (0 is success).  Failures are
+ * logged at debug level with the operation's name (-d shows them). */
+#define reply_err(req, err) reply_errno((req), __func__, (err))
+
 static void
-reply_err(fuse_req_t req, int err)
+reply_errno(fuse_req_t req, const char *op, int err)
 {
-    /* err is a positive errno or 0. */
+    if (err != 0 && err != ENOENT)
+        g_debug("%s: %s", g_str_has_prefix(op, "cfs_") ? op + 4 : op, g_strerror(err));
     fuse_reply_err(req, err);
 }
 
@@ -303,6 +377,25 @@ request_transport(fuse_req_t req)
     return "device";
 }
 
+/* The root or a control file (never a region). */
+static bool
+is_static_ino(fuse_ino_t ino)
+{
+    return ino == CFS_ROOT_INO || ino >= CONTROL_INO_BASE ||
+           ino == CFS_NEW_INO || ino == CFS_STATS_INO || ino == CFS_MINE_INO;
+}
+
+/* The control file called @name, or 0. */
+static fuse_ino_t
+control_ino(const char *name)
+{
+    return strcmp(name, ".new") == 0 ? CFS_NEW_INO
+         : strcmp(name, ".stats") == 0 ? CFS_STATS_INO
+         : strcmp(name, ".mine") == 0 ? CFS_MINE_INO : 0;
+}
+
+/* Under the core lock, from here to the end of the section. */
+
 static CfsNode *
 node_find(CapshmFs *fs, fuse_ino_t ino)
 {
@@ -315,7 +408,7 @@ static CapshmRegion *
 node_region(CapshmFs *fs, fuse_ino_t ino, bool *is_ro)
 {
     CfsNode *n = node_find(fs, ino);
-    if (!n || !region_is_alive(n->region))
+    if (!n || !n->region || !region_is_alive(n->region))
         return NULL;
     if (is_ro)
         *is_ro = n->is_ro;
@@ -338,6 +431,17 @@ node_remember(CapshmFs *fs, CapshmRegion *r, bool is_ro)
 }
 
 static void
+forget_one(CapshmFs *fs, fuse_ino_t ino, uint64_t nlookup)
+{
+    CfsNode *n = node_find(fs, ino);
+    if (!n)
+        return;
+    n->nlookup -= MIN(nlookup, n->nlookup);
+    if (n->nlookup == 0)
+        g_hash_table_remove(fs->nodes, &n->ino);
+}
+
+static void
 fill_static_attr(CapshmFs *fs, fuse_ino_t ino, struct stat *st)
 {
     memset(st, 0, sizeof *st);
@@ -347,12 +451,26 @@ fill_static_attr(CapshmFs *fs, fuse_ino_t ino, struct stat *st)
     st->st_blksize = 4096;
     st->st_atim = st->st_mtim = st->st_ctim = fs->mount_time;
     if (ino == CFS_ROOT_INO) {
-        st->st_mode = S_IFDIR | 01777;
+        /* Capability names are secrets: nobody but root may read the root,
+         * so neither readdir nor an inotify/fanotify watch reveals them (the
+         * kernel refuses both without read permission).  Any uid may still
+         * create (write) and open by name (search). */
+        bool any = store_options(fs->store)->names == NAMES_MODE_ANY;
+        st->st_mode = S_IFDIR | (any ? 01777 : 01733);
         st->st_nlink = 2;
     } else {
         st->st_mode = S_IFREG | 0444;
         st->st_nlink = 1;
     }
+}
+
+/* Attributes of control node @n: its text's length (a name and its newline
+ * for .new, minted at open). */
+static void
+fill_control_attr(CapshmFs *fs, const CfsNode *n, struct stat *st)
+{
+    fill_static_attr(fs, n->ino, st);
+    st->st_size = n->control == CFS_NEW_INO ? NAMES_CAP_LEN + 1 : (off_t)strlen(n->text);
 }
 
 static void
@@ -375,22 +493,16 @@ fill_region_attr(CapshmStore *store, CapshmRegion *r, bool is_ro, struct stat *s
     st->st_ctim = r->ctime;
 }
 
-static bool
-is_static_ino(fuse_ino_t ino)
-{
-    return ino == CFS_ROOT_INO || ino == CFS_NEW_INO || ino == CFS_STATS_INO;
-}
-
+/* Fill @e for @r and count the lookup the reply will give the kernel. */
 static void
-reply_region_entry(fuse_req_t req, CapshmFs *fs, CapshmRegion *r, bool is_ro)
+entry_prepare(CapshmFs *fs, CapshmRegion *r, bool is_ro, struct fuse_entry_param *e)
 {
-    struct fuse_entry_param e = { 0 };
-    e.ino = is_ro ? r->ro_ino : r->ino;
-    e.attr_timeout = REGION_TIMEOUT;
-    e.entry_timeout = REGION_TIMEOUT;
-    fill_region_attr(fs->store, r, is_ro, &e.attr);
+    memset(e, 0, sizeof *e);
+    e->ino = is_ro ? r->ro_ino : r->ino;
+    e->attr_timeout = REGION_TIMEOUT;
+    e->entry_timeout = REGION_TIMEOUT;
+    fill_region_attr(fs->store, r, is_ro, &e->attr);
     node_remember(fs, r, is_ro);
-    fuse_reply_entry(req, &e);
 }
 
 /* Tell the kernel that the other name of @r has new attributes. */
@@ -403,13 +515,27 @@ inval_other_name(CapshmFs *fs, CapshmRegion *r, bool is_ro)
 }
 
 static void
-on_region_destroyed(CapshmRegion *r, void *data)
+drop_backing(CapshmFs *fs, CapshmRegion *r)
 {
-    CapshmFs *fs = data;
     if (r->backing_id > 0 && fs->se) {
         backing_close(fs, r->backing_id);
         r->backing_id = 0;
     }
+}
+
+/* The kernel holds @r no more (no open file, no mapping): its backing id is
+ * registered again by the next open. */
+static void
+on_region_unheld(CapshmRegion *r, void *data)
+{
+    drop_backing(data, r);
+}
+
+static void
+on_region_destroyed(CapshmRegion *r, void *data)
+{
+    CapshmFs *fs = data;
+    drop_backing(fs, r);
     /* The kernel may still cache the names (entry timeout): make later
      * lookups ask us, so a destroyed name is plain ENOENT at once. */
     if (!r->unlinked) {
@@ -469,46 +595,61 @@ static void
 cfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     CFS_CALL(req);
-    if (parent != CFS_ROOT_INO)
-        return reply_err(req, parent == CFS_NEW_INO || parent == CFS_STATS_INO ||
-                                      node_find(fs, parent) ? ENOTDIR : ENOENT);
+    if (parent != CFS_ROOT_INO) {
+        core_enter(fs);
+        bool known = is_static_ino(parent) || node_find(fs, parent);
+        core_leave(fs);
+        return reply_err(req, known ? ENOTDIR : ENOENT);
+    }
     if (strlen(name) > NAMES_MAX)
         return reply_err(req, ENAMETOOLONG);
     if (names_is_control(name)) {
-        fuse_ino_t ino = strcmp(name, ".new") == 0 ? CFS_NEW_INO
-                       : strcmp(name, ".stats") == 0 ? CFS_STATS_INO : 0;
-        if (!ino)
+        fuse_ino_t which = control_ino(name);
+        if (!which)
             return reply_err(req, ENOENT);
         struct fuse_entry_param e = { 0 };
-        e.ino = ino;
-        e.attr_timeout = e.entry_timeout = CONTROL_TIMEOUT;
-        fill_static_attr(fs, ino, &e.attr);
-        fuse_reply_entry(req, &e);
+        core_enter(fs);
+        CfsNode *n = g_new0(CfsNode, 1);
+        n->ino = fs->next_control_ino++;
+        n->nlookup = 1;
+        n->control = which;
+        n->text = which == CFS_NEW_INO ? NULL : control_text(fs, req, which, NULL);
+        g_hash_table_insert(fs->nodes, &n->ino, n);
+        e.ino = n->ino;
+        fill_control_attr(fs, n, &e.attr);
+        core_leave(fs);
+        e.attr_timeout = CONTROL_TIMEOUT;
+        e.entry_timeout = 0; /* every path walk looks it up again */
+        if (fuse_reply_entry(req, &e) != 0) {
+            core_enter(fs);
+            forget_one(fs, e.ino, 1);
+            core_leave(fs);
+        }
         return;
     }
+    struct fuse_entry_param e;
+    core_enter(fs);
     bool is_ro = false;
     CapshmRegion *r = store_lookup(fs->store, name, &is_ro);
+    if (r)
+        entry_prepare(fs, r, is_ro, &e);
+    core_leave(fs);
     if (!r)
         return reply_err(req, ENOENT);
-    reply_region_entry(req, fs, r, is_ro);
-}
-
-static void
-forget_one(CapshmFs *fs, fuse_ino_t ino, uint64_t nlookup)
-{
-    CfsNode *n = node_find(fs, ino);
-    if (!n)
-        return;
-    n->nlookup -= MIN(nlookup, n->nlookup);
-    if (n->nlookup == 0)
-        g_hash_table_remove(fs->nodes, &n->ino);
+    if (fuse_reply_entry(req, &e) != 0) { /* interrupted: the kernel took no lookup */
+        core_enter(fs);
+        forget_one(fs, e.ino, 1);
+        core_leave(fs);
+    }
 }
 
 static void
 cfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
     CFS_CALL(req);
+    core_enter(fs);
     forget_one(fs, ino, nlookup);
+    core_leave(fs);
     fuse_reply_none(req);
 }
 
@@ -516,8 +657,10 @@ static void
 cfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
     CFS_CALL(req);
+    core_enter(fs);
     for (size_t i = 0; i < count; i++)
         forget_one(fs, forgets[i].ino, forgets[i].nlookup);
+    core_leave(fs);
     fuse_reply_none(req);
 }
 
@@ -527,74 +670,84 @@ cfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     (void)fi;
     CFS_CALL(req);
     struct stat st;
-    if (is_static_ino(ino)) {
+    if (ino == CFS_ROOT_INO) {
         fill_static_attr(fs, ino, &st);
         fuse_reply_attr(req, &st, CONTROL_TIMEOUT);
         return;
     }
+    core_enter(fs);
     bool is_ro = false;
+    CfsNode *n = node_find(fs, ino);
     CapshmRegion *r = node_region(fs, ino, &is_ro);
-    if (!r)
+    bool found = r || (n && n->control);
+    if (r)
+        fill_region_attr(fs->store, r, is_ro, &st);
+    else if (found)
+        fill_control_attr(fs, n, &st);
+    core_leave(fs);
+    if (!found)
         return reply_err(req, ENOENT);
-    fill_region_attr(fs->store, r, is_ro, &st);
-    fuse_reply_attr(req, &st, REGION_TIMEOUT);
+    fuse_reply_attr(req, &st, r ? REGION_TIMEOUT : CONTROL_TIMEOUT);
 }
 
-static void
-set_time(struct timespec *dst, const struct timespec *src, bool now)
+/* SETATTR's work, under the core lock.  0 or a positive errno. */
+static int
+setattr_locked(CapshmFs *fs, CapshmRegion *r, bool is_ro, struct stat *attr, int to_set,
+               bool with_handle)
 {
-    if (now)
-        clock_gettime(CLOCK_REALTIME, dst);
-    else
-        *dst = *src;
-}
-
-static void
-cfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-            struct fuse_file_info *fi)
-{
-    (void)fi;
-    CFS_CALL(req);
-    if (is_static_ino(ino))
-        return reply_err(req, EPERM);
-    bool is_ro = false;
-    CapshmRegion *r = node_region(fs, ino, &is_ro);
-    if (!r)
-        return reply_err(req, ENOENT);
+    /* Nothing changes through a read-only name: EPERM, except that an
+     * O_TRUNC open of it (which arrives as a SETATTR of the size with the
+     * new handle) gets EACCES, as every write open of it does. */
     if (is_ro)
-        return reply_err(req, EPERM);
-
+        return with_handle ? EACCES : EPERM;
     if (to_set & FUSE_SET_ATTR_SIZE) {
         if (attr->st_size < 0)
-            return reply_err(req, EINVAL);
+            return EINVAL;
         int rc = store_resize(fs->store, r, (uint64_t)attr->st_size);
         if (rc < 0)
-            return reply_err(req, -rc);
+            return -rc;
     }
     if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
         uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : r->uid;
         gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : r->gid;
         int rc = store_chown(fs->store, r, uid, gid);
         if (rc < 0)
-            return reply_err(req, -rc);
+            return -rc;
     }
-    if (to_set & FUSE_SET_ATTR_MODE) {
-        r->mode = attr->st_mode & 07777;
-        clock_gettime(CLOCK_REALTIME, &r->ctime);
-    }
-    if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW))
-        set_time(&r->atime, &attr->st_atim, to_set & FUSE_SET_ATTR_ATIME_NOW);
-    if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))
-        set_time(&r->mtime, &attr->st_mtim, to_set & FUSE_SET_ATTR_MTIME_NOW);
-    if (to_set & FUSE_SET_ATTR_CTIME)
-        r->ctime = attr->st_ctim;
-    else if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW |
-                       FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))
-        clock_gettime(CLOCK_REALTIME, &r->ctime);
-
+    if (to_set & FUSE_SET_ATTR_MODE)
+        store_chmod(fs->store, r, attr->st_mode);
+    StoreTimes t = { 0 };
+    t.set_atime = to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW);
+    t.atime_now = to_set & FUSE_SET_ATTR_ATIME_NOW;
+    t.atime = attr->st_atim;
+    t.set_mtime = to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW);
+    t.mtime_now = to_set & FUSE_SET_ATTR_MTIME_NOW;
+    t.mtime = attr->st_mtim;
+    t.set_ctime = to_set & FUSE_SET_ATTR_CTIME;
+    t.ctime = attr->st_ctim;
+    if (t.set_atime || t.set_mtime || t.set_ctime)
+        store_set_times(fs->store, r, &t);
     inval_other_name(fs, r, is_ro);
+    return 0;
+}
+
+static void
+cfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+            struct fuse_file_info *fi)
+{
+    CFS_CALL(req);
+    if (is_static_ino(ino))
+        return reply_err(req, EPERM);
     struct stat st;
-    fill_region_attr(fs->store, r, is_ro, &st);
+    core_enter(fs);
+    bool is_ro = false;
+    CapshmRegion *r = node_region(fs, ino, &is_ro);
+    int err = r ? setattr_locked(fs, r, is_ro, attr, to_set, fi != NULL) : ENOENT;
+    if (!err)
+        fill_region_attr(fs->store, r, is_ro, &st);
+    core_leave(fs);
+    if (err)
+        return reply_err(req, err);
     fuse_reply_attr(req, &st, REGION_TIMEOUT);
 }
 
@@ -605,21 +758,22 @@ cfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (parent != CFS_ROOT_INO)
         return reply_err(req, ENOENT);
     if (names_is_control(name))
-        return reply_err(req, strcmp(name, ".new") == 0 || strcmp(name, ".stats") == 0
-                                  ? EPERM : ENOENT);
+        return reply_err(req, control_ino(name) ? EPERM : ENOENT);
+    core_enter(fs);
     bool is_ro = false;
+    int rc = -ENOENT;
     CapshmRegion *r = store_lookup(fs->store, name, &is_ro);
-    if (!r)
-        return reply_err(req, ENOENT);
-    if (is_ro)
-        return reply_err(req, EPERM);
-    char *ro_name = r->ro_name ? g_strdup(r->ro_name) : NULL;
-    fs->in_unlink = true;
-    int rc = store_unlink(fs->store, r);
-    fs->in_unlink = false;
-    if (rc == 0 && ro_name)
-        notifier_inval_entry(fs->notifier, CFS_ROOT_INO, ro_name);
-    g_free(ro_name);
+    if (r && is_ro) {
+        rc = -EPERM;
+    } else if (r) {
+        g_autofree char *ro_name = r->ro_name ? g_strdup(r->ro_name) : NULL;
+        fs->in_unlink = true;
+        rc = store_unlink(fs->store, r);
+        fs->in_unlink = false;
+        if (rc == 0 && ro_name)
+            notifier_inval_entry(fs->notifier, CFS_ROOT_INO, ro_name);
+    }
+    core_leave(fs);
     reply_err(req, -rc);
 }
 
@@ -698,16 +852,17 @@ file_free(CfsFile *f)
     g_free(f);
 }
 
+/* Under the core lock. */
 static void
 release_region_file(CapshmFs *fs, CfsFile *f)
 {
-    store_released(fs->store, f->region, f->tid, f->writable);
+    store_released(fs->store, f->region, f->writable);
     g_hash_table_steal(fs->files, f);
     file_free(f);
 }
 
-/* Fill @fi for an open of region @r and account the open.  Returns 0 or a
- * positive errno. */
+/* Fill @fi for an open of region @r and account the open, under the core
+ * lock.  Returns 0 or a positive errno. */
 static int
 open_region(CapshmFs *fs, fuse_req_t req, CapshmRegion *r, bool is_ro,
             struct fuse_file_info *fi, CfsFile **out)
@@ -717,18 +872,15 @@ open_region(CapshmFs *fs, fuse_req_t req, CapshmRegion *r, bool is_ro,
         return EACCES;
     if (r->sealed && writable)
         return EPERM;
-    if (fi->flags & O_DIRECT) {
-        /* The kernel would bypass the page cache and break coherence with
-         * mappings; serve such opens like any other. */
-    }
     if (fs->path == CFS_PATH_PASSTHROUGH) {
 #ifdef HAVE_FUSE_PASSTHROUGH
         if (r->backing_id <= 0) {
-            int fd = store_open_backing(fs->store, r);
+            /* Registered while the region is held; dropped when the kernel
+             * says it holds it no more (on_region_unheld). */
+            int fd = store_backing_fd(fs->store, r);
             if (fd < 0)
                 return -fd;
             int id = backing_open(fs, fd);
-            close(fd);
             if (id < 0) {
                 g_warning("passthrough backing file for a region: %s", g_strerror(-id));
                 return EIO;
@@ -752,54 +904,104 @@ open_region(CapshmFs *fs, fuse_req_t req, CapshmRegion *r, bool is_ro,
     f->region = region_ref(r);
     f->tid = fuse_req_ctx(req)->pid;
     f->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
-    store_opened(fs->store, r, f->tid, f->writable);
+    store_opened(fs->store, r, f->writable);
     fi->fh = (uint64_t)(uintptr_t)f;
     g_hash_table_add(fs->files, f);
     *out = f;
     return 0;
 }
 
+/* The text of control file @ino for the caller of @req, or NULL with *err.
+ * Under the core lock. */
+static char *
+control_text(CapshmFs *fs, fuse_req_t req, fuse_ino_t ino, int *err)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    if (ino == CFS_NEW_INO) {
+        char name[NAMES_BUF];
+        int rc = store_mint(fs->store, ctx->uid, name);
+        if (rc < 0) {
+            if (err)
+                *err = -rc;
+            return NULL;
+        }
+        return g_strdup_printf("%s\n", name);
+    }
+    if (ino == CFS_MINE_INO) {
+        g_autoptr(GPtrArray) regions = g_ptr_array_new_with_free_func((GDestroyNotify)region_unref);
+        store_list(fs->store, ctx->uid, ctx->uid == 0, regions);
+        /* One name per line; with names=any a name may hold a newline or
+         * a backslash: those are escaped C-style (\n, \\). */
+        GString *s = g_string_new(NULL);
+        for (guint i = 0; i < regions->len; i++) {
+            for (const char *c = ((CapshmRegion *)regions->pdata[i])->name; *c; c++) {
+                if (*c == '\n')
+                    g_string_append(s, "\\n");
+                else if (*c == '\\')
+                    g_string_append(s, "\\\\");
+                else
+                    g_string_append_c(s, *c);
+            }
+            g_string_append_c(s, '\n');
+        }
+        return g_string_free(s, FALSE);
+    }
+    return store_stats_json(fs->store, ctx->uid, ctx->uid == 0, cfs_datapath_name(fs),
+                            request_transport(req),
+                            __atomic_load_n(&fs->requests, __ATOMIC_RELAXED));
+}
+
 static void
 cfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     CFS_CALL(req);
-    if (ino == CFS_NEW_INO || ino == CFS_STATS_INO) {
-        if (wants_write(fi->flags))
-            return reply_err(req, EACCES);
-        const struct fuse_ctx *ctx = fuse_req_ctx(req);
-        char *text;
-        if (ino == CFS_NEW_INO) {
-            char name[NAMES_BUF];
-            int rc = store_mint(fs->store, ctx->uid, name);
-            if (rc < 0)
-                return reply_err(req, -rc);
-            text = g_strdup_printf("%s\n", name);
-        } else {
-            text = store_stats_json(fs->store, ctx->uid, ctx->uid == 0,
-                                    cfs_datapath_name(fs), request_transport(req),
-                                    fs->requests);
-        }
-        CfsFile *f = text_file(text);
-        fi->fh = (uint64_t)(uintptr_t)f;
-        g_hash_table_add(fs->files, f);
-        fi->direct_io = 1; /* generated per open; size 0 in stat */
-        fi->noflush = 1;   /* nothing to flush: saves a FLUSH round trip per close */
-        if (fuse_reply_open(req, fi) != 0)
-            g_hash_table_remove(fs->files, f);
-        return;
-    }
     if (ino == CFS_ROOT_INO)
         return reply_err(req, EISDIR);
+    if (is_static_ino(ino)) {
+        if (wants_write(fi->flags))
+            return reply_err(req, EACCES);
+        int err = ENOENT;
+        CfsFile *f = NULL;
+        core_enter(fs);
+        CfsNode *n = node_find(fs, ino);
+        if (n && n->control) {
+            /* .new mints now; .stats and .mine were made at LOOKUP, so that
+             * their size was known: this inode is this caller's alone. */
+            char *text = n->control == CFS_NEW_INO ? control_text(fs, req, n->control, &err)
+                                                   : g_strdup(n->text);
+            f = text ? text_file(text) : NULL;
+        }
+        if (f)
+            g_hash_table_add(fs->files, f);
+        core_leave(fs);
+        if (!f)
+            return reply_err(req, err);
+        fi->fh = (uint64_t)(uintptr_t)f;
+        /* Through the page cache of this inode of its own, with st_size
+         * right: read, splice and sendfile all see the whole text. */
+        fi->direct_io = 0;
+        fi->keep_cache = 0;
+        fi->noflush = 1;   /* nothing to flush: saves a FLUSH round trip per close */
+        if (fuse_reply_open(req, fi) != 0) {
+            core_enter(fs);
+            g_hash_table_remove(fs->files, f);
+            core_leave(fs);
+        }
+        return;
+    }
+    core_enter(fs);
     bool is_ro = false;
     CapshmRegion *r = node_region(fs, ino, &is_ro);
-    if (!r)
-        return reply_err(req, ENOENT);
     CfsFile *f = NULL;
-    int err = open_region(fs, req, r, is_ro, fi, &f);
+    int err = r ? open_region(fs, req, r, is_ro, fi, &f) : ENOENT;
+    core_leave(fs);
     if (err)
         return reply_err(req, err);
-    if (fuse_reply_open(req, fi) != 0) /* interrupted: no RELEASE will come */
+    if (fuse_reply_open(req, fi) != 0) { /* interrupted: no RELEASE will come */
+        core_enter(fs);
         release_region_file(fs, f);
+        core_leave(fs);
+    }
 }
 
 /* May caller @c open @r with @flags?  Used only when CREATE finds an
@@ -832,6 +1034,32 @@ may_open_existing(fuse_req_t req, const CapshmCaller *c, CapshmRegion *r, int fl
     return ((m >> shift) & want) == want;
 }
 
+/* CREATE's work under the core lock: 0 with @e and @f filled, or an errno. */
+static int
+create_locked(CapshmFs *fs, fuse_req_t req, const char *name, mode_t mode,
+              struct fuse_file_info *fi, struct fuse_entry_param *e, CfsFile **f)
+{
+    CapshmCaller c = caller_of(req);
+    CapshmRegion *r = NULL;
+    bool created = false;
+    int rc = store_create(fs->store, &c, name, mode, (fi->flags & O_EXCL) != 0, &r, &created);
+    if (rc < 0)
+        return -rc;
+    bool is_ro = false;
+    if (!created) {
+        store_lookup(fs->store, name, &is_ro);
+        if (!may_open_existing(req, &c, r, fi->flags))
+            return EACCES;
+    }
+    /* A region we just made and cannot open lingers and goes; that is only
+     * possible if passthrough registration failed. */
+    int err = open_region(fs, req, r, is_ro, fi, f);
+    if (err)
+        return err;
+    entry_prepare(fs, r, is_ro, e);
+    return 0;
+}
+
 static void
 cfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
            struct fuse_file_info *fi)
@@ -842,35 +1070,19 @@ cfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
     if (strlen(name) > NAMES_MAX)
         return reply_err(req, ENAMETOOLONG);
     if (names_is_control(name))
-        return reply_err(req, strcmp(name, ".new") == 0 || strcmp(name, ".stats") == 0
-                                  ? EEXIST : EACCES);
-    CapshmCaller c = caller_of(req);
-    CapshmRegion *r = NULL;
-    bool created = false;
-    int rc = store_create(fs->store, &c, name, mode, (fi->flags & O_EXCL) != 0, &r, &created);
-    if (rc < 0)
-        return reply_err(req, -rc);
-    bool is_ro = false;
-    if (!created) {
-        store_lookup(fs->store, name, &is_ro);
-        if (!may_open_existing(req, &c, r, fi->flags))
-            return reply_err(req, EACCES);
-    }
+        return reply_err(req, control_ino(name) ? EEXIST : EACCES);
+    struct fuse_entry_param e;
     CfsFile *f = NULL;
-    int err = open_region(fs, req, r, is_ro, fi, &f);
-    if (err) {
-        /* A region we just made and cannot open lingers and goes; that is
-         * only possible if passthrough registration failed. */
+    core_enter(fs);
+    int err = create_locked(fs, req, name, mode, fi, &e, &f);
+    core_leave(fs);
+    if (err)
         return reply_err(req, err);
-    }
-    struct fuse_entry_param e = { 0 };
-    e.ino = is_ro ? r->ro_ino : r->ino;
-    e.attr_timeout = e.entry_timeout = REGION_TIMEOUT;
-    fill_region_attr(fs->store, r, is_ro, &e.attr);
-    node_remember(fs, r, is_ro);
     if (fuse_reply_create(req, &e, fi) != 0) {
+        core_enter(fs);
         forget_one(fs, e.ino, 1);
         release_region_file(fs, f);
+        core_leave(fs);
     }
 }
 
@@ -880,10 +1092,12 @@ cfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     (void)ino;
     CFS_CALL(req);
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
+    core_enter(fs);
     if (f && f->kind == FH_REGION)
         release_region_file(fs, f);
     else if (f)
         g_hash_table_remove(fs->files, f);
+    core_leave(fs);
     reply_err(req, 0);
 }
 
@@ -906,15 +1120,26 @@ cfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *f
 
 /* --- data -------------------------------------------------------------------- */
 
+/* A private fd on @r's bytes for I/O outside the core lock (the store may
+ * close or replace its own fd meanwhile, e.g. when sealing).  -errno. */
+static int
+dup_data_fd(CapshmFs *fs, CapshmRegion *r)
+{
+    int fd = store_data_fd(fs->store, r);
+    if (fd < 0)
+        return fd;
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    return copy < 0 ? -errno : copy;
+}
+
 static void
 cfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-    (void)ino;
     CFS_CALL(req);
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (!f)
         return reply_err(req, EBADF);
-    if (f->kind == FH_TEXT) {
+    if (f->kind == FH_TEXT) { /* immutable once opened: no lock */
         if (off < 0 || (size_t)off >= f->len)
             return (void)fuse_reply_buf(req, NULL, 0);
         fuse_reply_buf(req, f->text + off, MIN(size, f->len - (size_t)off));
@@ -923,31 +1148,44 @@ cfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_fil
     if (f->kind != FH_REGION)
         return reply_err(req, EISDIR);
     CapshmRegion *r = f->region;
-    if (!region_is_alive(r))
-        return reply_err(req, EIO);
-    if (off < 0 || (uint64_t)off >= r->size)
-        return (void)fuse_reply_buf(req, NULL, 0);
-    int fd = store_data_fd(fs->store, r);
+    int fd = -EIO;
+    uint64_t rsize = 0;
+    core_enter(fs);
+    if (region_is_alive(r)) {
+        rsize = r->size;
+        fd = off >= 0 && (uint64_t)off < rsize ? dup_data_fd(fs, r) : 0;
+    }
+    core_leave(fs);
     if (fd < 0)
         return reply_err(req, -fd);
-    size_t n = (size_t)MIN((uint64_t)size, r->size - (uint64_t)off);
-    if (n > fs->readbuf_size) {
-        g_free(fs->readbuf);
-        fs->readbuf = g_malloc(n);
-        fs->readbuf_size = n;
-    }
+    if (fd == 0)
+        return (void)fuse_reply_buf(req, NULL, 0);
+    size_t n = (size_t)MIN((uint64_t)size, rsize - (uint64_t)off);
+    char *buf = readbuf_get(n);
     size_t got = 0;
+    int err = 0;
     while (got < n) {
-        ssize_t k = pread(fd, fs->readbuf + got, n - got, off + (off_t)got);
+        ssize_t k = pread(fd, buf + got, n - got, off + (off_t)got);
         if (k < 0 && errno == EINTR)
             continue;
-        if (k < 0)
-            return reply_err(req, errno);
+        if (k < 0) {
+            err = errno;
+            break;
+        }
         if (k == 0)
             break;
         got += (size_t)k;
     }
-    fuse_reply_buf(req, fs->readbuf, got);
+    close(fd);
+    if (err)
+        return reply_err(req, err);
+    fuse_reply_buf(req, buf, got);
+    /* Passthrough: mappings change the bytes behind the kernel's back, and
+     * splice/sendfile/copy_file_range read through the FUSE inode's page
+     * cache (FOPEN_DIRECT_IO sends them there).  Drop what this read may
+     * have put in it, so the next such read asks us again. */
+    if (fs->path == CFS_PATH_PASSTHROUGH && got > 0)
+        notifier_inval_inode(fs->notifier, ino, off, (off_t)got);
 }
 
 static void
@@ -959,28 +1197,39 @@ cfs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (!f || f->kind != FH_REGION)
         return reply_err(req, EBADF);
-    CapshmRegion *r = f->region;
-    if (!region_is_alive(r))
-        return reply_err(req, EIO);
     if (off < 0)
         return reply_err(req, EINVAL);
-    int fd = store_data_fd(fs->store, r);
+    CapshmRegion *r = f->region;
+    size_t len = fuse_buf_size(in);
+    uint64_t reserved_end = 0;
+    int fd = -EIO;
+    core_enter(fs);
+    if (region_is_alive(r)) {
+        fd = dup_data_fd(fs, r);
+        if (fd >= 0) {
+            int rc = store_write_begin(fs->store, r, (uint64_t)off, len, &reserved_end);
+            if (rc < 0) {
+                close(fd);
+                fd = rc;
+            }
+        }
+    }
+    core_leave(fs);
     if (fd < 0)
         return reply_err(req, -fd);
-    size_t len = fuse_buf_size(in);
-    uint64_t reserved_end;
-    int rc = store_write_begin(fs->store, r, (uint64_t)off, len, &reserved_end);
-    if (rc < 0)
-        return reply_err(req, -rc);
+    /* The copy itself runs without the lock: quota was reserved above. */
     struct fuse_bufvec dst = FUSE_BUFVEC_INIT(len);
     dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
     dst.buf[0].fd = fd;
     dst.buf[0].pos = off;
     ssize_t n = fuse_buf_copy(&dst, in, 0);
+    close(fd);
+    core_enter(fs);
     uint64_t old_size = r->size;
     store_write_done(fs->store, r, (uint64_t)off, n > 0 ? (uint64_t)n : 0, reserved_end);
     if (r->size != old_size)
         inval_other_name(fs, r, false);
+    core_leave(fs);
     if (n < 0)
         return reply_err(req, (int)-n);
     fuse_reply_write(req, (size_t)n);
@@ -992,20 +1241,42 @@ cfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 {
     (void)fi;
     CFS_CALL(req);
-    bool is_ro = false;
-    CapshmRegion *r = node_region(fs, ino, &is_ro);
-    if (!r)
-        return reply_err(req, is_static_ino(ino) ? EPERM : ENOENT);
-    if (is_ro)
-        return reply_err(req, EBADF);
     if (mode != 0)
-        return reply_err(req, EOPNOTSUPP);
+        return reply_err(req, is_static_ino(ino) ? EPERM : EOPNOTSUPP);
     if (off < 0 || len <= 0)
-        return reply_err(req, EINVAL);
-    int rc = store_fallocate(fs->store, r, (uint64_t)off, (uint64_t)len);
-    if (rc == 0)
+        return reply_err(req, is_static_ino(ino) ? EPERM : EINVAL);
+    uint64_t reserved_end = 0;
+    int fd = -ENOENT;
+    CapshmRegion *r = NULL;
+    core_enter(fs);
+    bool is_ro = false;
+    r = node_region(fs, ino, &is_ro);
+    if (!r) {
+        fd = is_static_ino(ino) ? -EPERM : -ENOENT;
+    } else if (is_ro) {
+        fd = -EBADF;
+    } else if ((fd = dup_data_fd(fs, r)) >= 0) {
+        int rc = store_write_begin(fs->store, r, (uint64_t)off, (uint64_t)len, &reserved_end);
+        if (rc < 0) {
+            close(fd);
+            fd = rc;
+        } else {
+            region_ref(r);
+        }
+    }
+    core_leave(fs);
+    if (fd < 0)
+        return reply_err(req, -fd);
+    /* Allocating pages takes time in proportion to len: not under the lock. */
+    int err = fallocate(fd, 0, off, len) < 0 ? errno : 0;
+    close(fd);
+    core_enter(fs);
+    store_write_done(fs->store, r, (uint64_t)off, err ? 0 : (uint64_t)len, reserved_end);
+    if (!err)
         inval_other_name(fs, r, false);
-    reply_err(req, -rc);
+    region_unref(r);
+    core_leave(fs);
+    reply_err(req, err);
 }
 
 /* --- directory --------------------------------------------------------------- */
@@ -1024,15 +1295,23 @@ cfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     g_ptr_array_add(f->names, g_strdup(".."));
     g_ptr_array_add(f->names, g_strdup(".new"));
     g_ptr_array_add(f->names, g_strdup(".stats"));
-    /* Snapshot at opendir: a listing never shows another uid's names. */
+    g_ptr_array_add(f->names, g_strdup(".mine"));
+    /* Snapshot at opendir.  With capability names only root gets here (the
+     * root is 1733); with names=any every name is listed, as in /dev/shm. */
     g_autoptr(GPtrArray) regions = g_ptr_array_new_with_free_func((GDestroyNotify)region_unref);
-    store_list(fs->store, ctx->uid, ctx->uid == 0, regions);
+    core_enter(fs);
+    bool any = store_options(fs->store)->names == NAMES_MODE_ANY;
+    store_list(fs->store, ctx->uid, ctx->uid == 0 || any, regions);
     for (guint i = 0; i < regions->len; i++)
         g_ptr_array_add(f->names, g_strdup(((CapshmRegion *)regions->pdata[i])->name));
-    fi->fh = (uint64_t)(uintptr_t)f;
     g_hash_table_add(fs->files, f);
-    if (fuse_reply_open(req, fi) != 0)
+    core_leave(fs);
+    fi->fh = (uint64_t)(uintptr_t)f;
+    if (fuse_reply_open(req, fi) != 0) {
+        core_enter(fs);
         g_hash_table_remove(fs->files, f);
+        core_leave(fs);
+    }
 }
 
 static void
@@ -1043,16 +1322,15 @@ cfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
     CfsFile *f = (CfsFile *)(uintptr_t)fi->fh;
     if (!f || f->kind != FH_DIR)
         return reply_err(req, EBADF);
+    /* f->names is fixed at opendir: no lock. */
     char *buf = g_malloc(size);
     size_t used = 0;
+    static const fuse_ino_t fixed[] = { CFS_ROOT_INO, CFS_ROOT_INO, CFS_NEW_INO, CFS_STATS_INO, CFS_MINE_INO };
     for (guint i = off < 0 ? 0 : (guint)off; i < f->names->len; i++) {
         const char *name = f->names->pdata[i];
         struct stat st = { 0 };
-        st.st_ino = i == 0 || i == 1 ? CFS_ROOT_INO : i == 2 ? CFS_NEW_INO
-                  : i == 3 ? CFS_STATS_INO : 0;
+        st.st_ino = i < G_N_ELEMENTS(fixed) ? fixed[i] : 0xFFFFFFFF; /* real ids come with lookup */
         st.st_mode = i < 2 ? S_IFDIR : S_IFREG;
-        if (st.st_ino == 0)
-            st.st_ino = 0xFFFFFFFF; /* real ids come with lookup */
         size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)i + 1);
         if (need > size - used)
             break;
@@ -1067,7 +1345,9 @@ cfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
     CFS_CALL(req);
+    core_enter(fs);
     g_hash_table_remove(fs->files, (CfsFile *)(uintptr_t)fi->fh);
+    core_leave(fs);
     reply_err(req, 0);
 }
 
@@ -1076,15 +1356,17 @@ cfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     (void)ino;
     CFS_CALL(req);
-    Quota *q = store_quota(fs->store);
     struct statvfs sv = { 0 };
     sv.f_bsize = sv.f_frsize = 4096;
-    sv.f_blocks = quota_size_limit(q) / 4096;
-    uint64_t used = (quota_total_bytes(q) + 4095) / 4096;
-    sv.f_bfree = sv.f_bavail = sv.f_blocks > used ? sv.f_blocks - used : 0;
-    sv.f_files = store_region_count(fs->store) + 1000000;
     sv.f_ffree = sv.f_favail = 1000000;
     sv.f_namemax = NAMES_MAX;
+    core_enter(fs);
+    Quota *q = store_quota(fs->store);
+    sv.f_blocks = quota_size_limit(q) / 4096;
+    uint64_t used = (quota_total_bytes(q) + 4095) / 4096;
+    sv.f_files = store_region_count(fs->store) + 1000000;
+    core_leave(fs);
+    sv.f_bfree = sv.f_bavail = sv.f_blocks > used ? sv.f_blocks - used : 0;
     fuse_reply_statfs(req, &sv);
 }
 
@@ -1112,48 +1394,115 @@ reply_xattr_value(fuse_req_t req, const char *val, size_t size)
         fuse_reply_buf(req, val, len);
 }
 
+/* user.capshm.holders / pids of a held region: looked up in /proc by the
+ * scan pool's thread, which replies.  Display only (procwatch.h). */
+typedef struct {
+    fuse_req_t req;
+    uint64_t ino, ro_ino;
+    size_t size;
+    bool want_pids;
+} ScanJob;
+
+/* Time one lookup may take; a busier machine gets a partial answer. */
+#define SCAN_BUDGET_US (500 * 1000)
+/* Lookups waiting at most; more get EAGAIN rather than a growing queue. */
+#define SCAN_QUEUE_MAX 64
+
+static void
+scan_job(gpointer p, gpointer data)
+{
+    ScanJob *j = p;
+    CapshmFs *fs = data;
+    bool complete = false;
+    g_autoptr(GArray) pids = procwatch_holders(fs->mount_dev, j->ino, j->ro_ino, SCAN_BUDGET_US, &complete);
+    GString *s = g_string_new(NULL);
+    if (j->want_pids) {
+        for (guint i = 0; i < pids->len; i++)
+            g_string_append_printf(s, "%s%d", i ? " " : "", (int)g_array_index(pids, pid_t, i));
+    } else {
+        /* The region is held (the kernel says so): at least one holder,
+         * even if it is out of our sight. */
+        g_string_append_printf(s, "%u", MAX(pids->len, 1u));
+    }
+    reply_xattr_value(j->req, s->str, j->size);
+    g_string_free(s, TRUE);
+    g_atomic_int_add(&fs->scans_queued, -1);
+    g_free(j);
+}
+
+/* GETXATTR's work under the core lock: the value in *val, or a job for the
+ * scan pool in *job, or an errno. */
+static int
+getxattr_locked(CapshmFs *fs, fuse_req_t req, fuse_ino_t ino, const char *key, size_t size,
+                char **val, ScanJob **job)
+{
+    bool is_ro = false;
+    CapshmRegion *r = node_region(fs, ino, &is_ro);
+    if (!r)
+        return is_static_ino(ino) ? ENODATA : ENOENT;
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    bool want_pids = strcmp(key, "pids") == 0;
+    if (strcmp(key, "ro") == 0) {
+        if (fs->path != CFS_PATH_PASSTHROUGH)
+            return ENOTSUP;
+        /* Through the read-only name, its own name: never the rw name. */
+        const char *ro = is_ro ? r->ro_name : store_ro_name(fs->store, r);
+        if (!ro)
+            return EIO;
+        *val = g_strdup(ro);
+    } else if (want_pids || strcmp(key, "holders") == 0) {
+        if (want_pids && (!is_owner_or_root(ctx, r) || is_ro))
+            return EACCES;
+        if (!region_is_held(r) || fs->mount_dev == 0) {
+            *val = g_strdup(want_pids ? "" : region_is_held(r) ? "1" : "0");
+        } else {
+            ScanJob *j = g_new0(ScanJob, 1);
+            j->req = req;
+            j->ino = r->ino;
+            j->ro_ino = r->ro_ino;
+            j->size = size;
+            j->want_pids = want_pids;
+            *job = j;
+        }
+    } else if (strcmp(key, "state") == 0) {
+        *val = g_strdup(region_state_name(r));
+    } else if (strcmp(key, "created") == 0) {
+        *val = g_strdup_printf("%" G_GINT64_FORMAT, (gint64)r->created);
+    } else if (strcmp(key, "pin") == 0) {
+        *val = g_strdup(r->pinned ? "1" : "0");
+    } else if (strcmp(key, "seal") == 0) {
+        *val = g_strdup(r->sealed ? "1" : "0");
+    } else {
+        return ENODATA;
+    }
+    return 0;
+}
+
 static void
 cfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
     CFS_CALL(req);
-    bool is_ro = false;
-    CapshmRegion *r = node_region(fs, ino, &is_ro);
-    if (!r)
-        return reply_err(req, is_static_ino(ino) ? ENODATA : ENOENT);
-    if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0)
-        return reply_err(req, ENODATA);
-    const char *key = name + strlen(XATTR_PREFIX);
-    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0) {
+        core_enter(fs);
+        bool known = is_static_ino(ino) || node_region(fs, ino, NULL);
+        core_leave(fs);
+        return reply_err(req, known ? ENODATA : ENOENT);
+    }
     g_autofree char *val = NULL;
-
-    if (strcmp(key, "ro") == 0) {
-        if (fs->path != CFS_PATH_PASSTHROUGH)
-            return reply_err(req, ENOTSUP);
-        /* Through the read-only name, its own name: never the rw name. */
-        const char *ro = is_ro ? r->ro_name : store_ro_name(fs->store, r);
-        if (!ro)
-            return reply_err(req, EIO);
-        val = g_strdup(ro);
-    } else if (strcmp(key, "holders") == 0) {
-        val = g_strdup_printf("%u", region_holder_count(r));
-    } else if (strcmp(key, "pids") == 0) {
-        if (!is_owner_or_root(ctx, r) || is_ro)
-            return reply_err(req, EACCES);
-        g_autoptr(GArray) pids = store_holder_pids(fs->store, r);
-        GString *s = g_string_new(NULL);
-        for (guint i = 0; i < pids->len; i++)
-            g_string_append_printf(s, "%s%d", i ? " " : "", (int)g_array_index(pids, pid_t, i));
-        val = g_string_free(s, FALSE);
-    } else if (strcmp(key, "state") == 0) {
-        val = g_strdup(region_state_name(r));
-    } else if (strcmp(key, "created") == 0) {
-        val = g_strdup_printf("%" G_GINT64_FORMAT, (gint64)r->created);
-    } else if (strcmp(key, "pin") == 0) {
-        val = g_strdup(r->pinned ? "1" : "0");
-    } else if (strcmp(key, "seal") == 0) {
-        val = g_strdup(r->sealed ? "1" : "0");
-    } else {
-        return reply_err(req, ENODATA);
+    ScanJob *job = NULL;
+    core_enter(fs);
+    int err = getxattr_locked(fs, req, ino, name + strlen(XATTR_PREFIX), size, &val, &job);
+    core_leave(fs);
+    if (err)
+        return reply_err(req, err);
+    if (job) {
+        if (g_atomic_int_add(&fs->scans_queued, 1) >= SCAN_QUEUE_MAX) {
+            g_atomic_int_add(&fs->scans_queued, -1);
+            g_free(job);
+            return reply_err(req, EAGAIN);
+        }
+        g_thread_pool_push(fs->scan_pool, job, NULL);
+        return;
     }
     reply_xattr_value(req, val, size);
 }
@@ -1170,53 +1519,61 @@ parse_bool_value(const char *value, size_t size, bool *out)
     return 0;
 }
 
+/* SETXATTR's work under the core lock; 0 or a positive errno. */
+static int
+setxattr_locked(CapshmFs *fs, fuse_req_t req, fuse_ino_t ino, const char *name,
+                const char *value, size_t size)
+{
+    bool is_ro = false;
+    CapshmRegion *r = node_region(fs, ino, &is_ro);
+    if (!r)
+        return is_static_ino(ino) ? EPERM : ENOENT;
+    if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0)
+        return ENOTSUP; /* we keep no arbitrary xattrs */
+    const char *key = name + strlen(XATTR_PREFIX);
+    bool v;
+    if (strcmp(key, "pin") != 0 && strcmp(key, "seal") != 0)
+        return EINVAL;
+    if (parse_bool_value(value, size, &v) < 0)
+        return EINVAL;
+    if (is_ro || !is_owner_or_root(fuse_req_ctx(req), r))
+        return EPERM;
+    if (strcmp(key, "pin") == 0) {
+        store_set_pinned(fs->store, r, v);
+        return 0;
+    }
+    if (!v)
+        return r->sealed ? EPERM : EINVAL; /* seals are forever */
+    return -store_seal(fs->store, r);
+}
+
 static void
 cfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
              size_t size, int flags)
 {
     (void)flags;
     CFS_CALL(req);
-    bool is_ro = false;
-    CapshmRegion *r = node_region(fs, ino, &is_ro);
-    if (!r)
-        return reply_err(req, is_static_ino(ino) ? EPERM : ENOENT);
-    if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0)
-        return reply_err(req, ENOTSUP); /* we keep no arbitrary xattrs */
-    const char *key = name + strlen(XATTR_PREFIX);
-    bool v;
-    if (strcmp(key, "pin") != 0 && strcmp(key, "seal") != 0)
-        return reply_err(req, EINVAL);
-    if (parse_bool_value(value, size, &v) < 0)
-        return reply_err(req, EINVAL);
-    if (is_ro || !is_owner_or_root(fuse_req_ctx(req), r))
-        return reply_err(req, EPERM);
-    if (strcmp(key, "pin") == 0) {
-        store_set_pinned(fs->store, r, v);
-        return reply_err(req, 0);
-    }
-    if (!v)
-        return reply_err(req, r->sealed ? EPERM : EINVAL); /* seals are forever */
-    int rc = store_seal(fs->store, r);
-    reply_err(req, -rc);
+    core_enter(fs);
+    int err = setxattr_locked(fs, req, ino, name, value, size);
+    core_leave(fs);
+    reply_err(req, err);
 }
 
 static void
 cfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
     CFS_CALL(req);
-    bool is_ro = false;
-    CapshmRegion *r = node_region(fs, ino, &is_ro);
-    GString *s = g_string_new(NULL);
-    if (r) {
-        for (const char *const *k = region_xattrs; *k; k++) {
-            if (strcmp(*k, "ro") == 0 && fs->path != CFS_PATH_PASSTHROUGH)
-                continue;
-            g_string_append_printf(s, XATTR_PREFIX "%s", *k);
-            g_string_append_c(s, '\0');
-        }
-    } else if (!is_static_ino(ino)) {
-        g_string_free(s, TRUE);
+    core_enter(fs);
+    bool is_region = node_region(fs, ino, NULL) != NULL;
+    core_leave(fs);
+    if (!is_region && !is_static_ino(ino))
         return reply_err(req, ENOENT);
+    GString *s = g_string_new(NULL);
+    for (const char *const *k = region_xattrs; is_region && *k; k++) {
+        if (strcmp(*k, "ro") == 0 && fs->path != CFS_PATH_PASSTHROUGH)
+            continue;
+        g_string_append_printf(s, XATTR_PREFIX "%s", *k);
+        g_string_append_c(s, '\0');
     }
     if (size == 0)
         fuse_reply_xattr(req, s->len);
@@ -1230,7 +1587,7 @@ cfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 static void
 cfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-    (void)ino; (void)name;
+    (void)ino;
     CFS_CALL(req);
     reply_err(req, strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0 ? EINVAL : ENOTSUP);
 }

@@ -8,11 +8,14 @@
  * reference, dropped on FORGET / RELEASE or in cfs_free().
  *
  * Threads: requests may be answered on several threads at once (FUSE over
- * io_uring runs one per CPU), so every callback runs under one core lock
- * (cfs_lock) that also guards the store and procwatch.  Anything else that
- * touches them (the daemon's timers, process-exit callbacks) takes it too.
- * The lock is never held while waiting for the kernel to answer another
- * request: invalidations go through the notifier thread.
+ * io_uring runs one per CPU).  The store's core lock (store.h) also guards
+ * this layer's node and handle tables; a callback holds it only around its
+ * store calls and table updates, never across a reply, I/O on region data
+ * or a /proc read, so requests from different CPUs run in parallel.  The
+ * lock is never held while waiting for the kernel to answer another
+ * request: invalidations go through the notifier thread, and who holds a
+ * region (user.capshm.holders/pids) is looked up on a pool thread that
+ * replies itself.
  */
 #pragma once
 
@@ -25,6 +28,7 @@
 #define CFS_ROOT_INO  FUSE_ROOT_ID  /* 1 */
 #define CFS_NEW_INO   2
 #define CFS_STATS_INO 3
+#define CFS_MINE_INO  4
 
 typedef struct CapshmFs CapshmFs;
 
@@ -58,14 +62,16 @@ void cfs_start_notifier(CapshmFs *fs);
 /* Stop sending invalidations (at shutdown, before the store is freed). */
 void cfs_stop_notifier(CapshmFs *fs);
 
-/* The core lock: held by every callback; take it around any other use of
- * the store (or of this CapshmFs) from outside a callback.  Not recursive. */
+/* The core lock (store_lock): take it around any use of the store or of
+ * this CapshmFs from outside a callback.  Not recursive. */
 void cfs_lock(CapshmFs *fs);
 void cfs_unlock(CapshmFs *fs);
-/* The lock itself, for procwatch_set_lock (lives as long as @fs). */
-pthread_mutex_t *cfs_core_lock(CapshmFs *fs);
 
-/* Called under the core lock at the end of every callback (after its
- * reply): the daemon re-arms its timer for the store's next deadline. */
+/* The mount's device number, for looking up holders in /proc (0: unknown,
+ * then holders are reported as 0/1 and pids as empty). */
+void cfs_set_mount_dev(CapshmFs *fs, dev_t dev);
+
+/* Called under the core lock at the end of every core section of a
+ * callback: the daemon re-arms its timer for the store's next deadline. */
 void cfs_set_after_request(CapshmFs *fs, void (*fn)(void *data), void *data);
 

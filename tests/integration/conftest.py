@@ -563,6 +563,9 @@ def do(req):
         os.chmod(p(req[1]), req[2]); return None
     if op == "listdir":
         return sorted(os.listdir(mnt))
+    if op == "mine":
+        with open(p(".mine")) as f:
+            return sorted(f.read().split())
     if op == "read":
         fd = os.open(p(req[1]), os.O_RDONLY)
         try:

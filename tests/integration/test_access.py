@@ -1,5 +1,6 @@
-"""Access control between uids (SPEC.md "The mount root", "Regions"):
-listings show only the caller's own regions (root sees all), mode bits are
+"""Access control between uids (capshmfs(8) "THE MOUNT ROOT", "REGIONS"):
+only root may list the root (mode 1733); .mine shows the caller's own
+regions (root's shows all), mode bits are
 enforced (default_permissions), chmod by the owner opens a region up, and
 only the owner or root may change or remove it."""
 import os
@@ -10,7 +11,7 @@ from conftest import USER_A, USER_B
 
 pytestmark = pytest.mark.timeout(60)
 
-CONTROL = [".new", ".stats"]
+CONTROL = [".mine", ".new", ".stats"]
 
 
 def regions_in(names):
@@ -21,8 +22,9 @@ def test_other_uid_neither_lists_nor_opens_a_0600_region_until_chmod(mnt, agents
     name, fd = mnt.create(4096, 0o600)
     os.pwrite(fd, b"secret", 0)
     a = agents(USER_A, mnt)
-    # Not listed to another uid...
-    assert a.call("listdir") == CONTROL
+    # Not listed to another uid: the root cannot be read, .mine is its own...
+    assert a.errno_of("listdir") == "EACCES"
+    assert a.call("mine") == []
     # ...and mode 0600 keeps it out, for reading and for writing.
     assert a.errno_of("open", name, os.O_RDONLY) == "EACCES"
     assert a.errno_of("open", name, os.O_RDWR) == "EACCES"
@@ -33,7 +35,7 @@ def test_other_uid_neither_lists_nor_opens_a_0600_region_until_chmod(mnt, agents
     assert a.call("read", name, 0, 6) == b"secret".hex()
     assert isinstance(a.call("open", name, os.O_RDWR), int)
     # Still not listed: listing is by owner, not by mode.
-    assert a.call("listdir") == CONTROL
+    assert a.call("mine") == []
     # And closed again.
     a.call("close", name)
     os.chmod(mnt.p(name), 0o600)
@@ -47,10 +49,13 @@ def test_each_uid_lists_only_its_own_regions_and_root_lists_all(mnt, agents):
     na2 = a.call("create", 0o644, 0)
     nb = b.call("create", 0o666, 4096)
     nr, fd = mnt.create(4096)
-    assert a.call("listdir") == sorted(CONTROL + [na1, na2])
-    assert b.call("listdir") == sorted(CONTROL + [nb])
+    assert a.call("mine") == sorted([na1, na2])
+    assert b.call("mine") == sorted([nb])
+    assert a.errno_of("listdir") == b.errno_of("listdir") == "EACCES"
     assert regions_in(os.listdir(mnt.path)) == sorted([na1, na2, nb, nr])
-    assert {".new", ".stats"} <= set(os.listdir(mnt.path))
+    assert set(CONTROL) <= set(os.listdir(mnt.path))
+    with open(mnt.p(".mine")) as f:
+        assert sorted(f.read().split()) == sorted([na1, na2, nb, nr])
     # Ownership is the creator's uid and gid.
     st = os.stat(mnt.p(na1))
     assert (st.st_uid, st.st_gid) == (USER_A, USER_A)
@@ -65,7 +70,7 @@ def test_each_uid_lists_only_its_own_regions_and_root_lists_all(mnt, agents):
     # A region that goes disappears from its owner's listing.
     a.call("close", na2)
     a.call("unlink", na2)
-    assert a.call("listdir") == sorted(CONTROL + [na1])
+    assert a.call("mine") == sorted([na1])
     os.close(fd)
 
 

@@ -80,7 +80,8 @@ for line in sys.stdin:
         elif op == "load":
             reply(val=int.from_bytes(maps[c["name"]][c["off"]:c["off"] + 8], "little"))
         elif op == "list":
-            reply(names=sorted(n for n in os.listdir(D) if not n.startswith(".")))
+            with open(os.path.join(D, ".mine")) as f:
+                reply(names=sorted(f.read().split()))
         elif op == "stats":
             with open(os.path.join(D, ".stats")) as f:
                 reply(stats=json.load(f))

@@ -38,7 +38,9 @@ def test_new_mints_distinct_wellformed_names(mnt):
     st = os.stat(mnt.p(".new"))
     assert stat.S_ISREG(st.st_mode) and st.st_mode & 0o7777 == 0o444
     assert os.stat(mnt.p(".stats")).st_mode & 0o7777 == 0o444
-    assert os.stat(mnt.path).st_mode & 0o7777 == 0o1777
+    # Capability names are secrets: only root may read the root.
+    assert os.stat(mnt.path).st_mode & 0o7777 == 0o1733
+    assert os.stat(mnt.p(".mine")).st_mode & 0o7777 == 0o444
     assert mnt.stats()["regions"] == 0
 
 
@@ -122,7 +124,7 @@ def test_namespace_is_flat_and_fixed(mnt):
     for what, fn in cases.items():
         assert errno_name(fn) == "EPERM", what
     # Nothing was made, nothing was moved.
-    assert sorted(os.listdir(mnt.path)) == sorted([".new", ".stats", name])
+    assert sorted(os.listdir(mnt.path)) == sorted([".mine", ".new", ".stats", name])
     assert os.path.exists(p)
     # Regions are files, not directories.
     assert errno_name(lambda: os.stat(os.path.join(p, "x"))) == "ENOTDIR"

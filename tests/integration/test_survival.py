@@ -57,7 +57,7 @@ def check_canary(mnt, canary):
     assert os.fstat(fd).st_size == 8192
     st = mnt.stats()  # still parses
     assert st["regions"] == 1 and st["bytes"] == 8192, st
-    assert sorted(os.listdir(mnt.path)) == sorted([".new", ".stats", name])
+    assert sorted(os.listdir(mnt.path)) == sorted([".mine", ".new", ".stats", name])
 
 
 def test_odd_names(mnt, canary):

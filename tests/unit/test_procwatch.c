@@ -1,10 +1,9 @@
-/* Unit tests for src/core/procwatch.c, against real processes and a real
- * tmpfs file in /dev/shm (procwatch reads /proc, so fakes would prove
- * nothing). */
+/* Unit tests for src/core/procwatch.c (who holds a region, for display),
+ * against real processes and a real tmpfs file in /dev/shm: procwatch
+ * reads /proc, so fakes would prove nothing. */
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,10 +57,11 @@ dead_pid(void)
     return pid;
 }
 
-/* Fork a child that maps the shm file shared, closes its fd, tells us
- * through a pipe, and waits to be killed. */
+/* Fork a child that maps the shm file shared and closes its fd (with
+ * !map: only keeps the fd open), tells us through a pipe, and waits to be
+ * killed. */
 static pid_t
-spawn_mapper(void)
+spawn_holder(bool map)
 {
     int p[2];
     ck_assert_int_eq(pipe(p), 0);
@@ -71,9 +71,13 @@ spawn_mapper(void)
         /* Die with the test even if it fails before killing us. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(p[0]);
-        void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
-        char c = m == MAP_FAILED ? 'f' : 'k';
-        close(shm_fd); /* the mapping alone must be visible */
+        char c = 'k';
+        if (map) {
+            void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
+            if (m == MAP_FAILED)
+                c = 'f';
+            close(shm_fd); /* the mapping alone must be visible */
+        }
         if (write(p[1], &c, 1) != 1)
             _exit(1);
         for (;;)
@@ -87,6 +91,12 @@ spawn_mapper(void)
     return pid;
 }
 
+static pid_t
+spawn_mapper(void)
+{
+    return spawn_holder(true);
+}
+
 static void
 kill_and_reap(pid_t pid)
 {
@@ -94,50 +104,6 @@ kill_and_reap(pid_t pid)
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 }
-
-/* --- tgid_of ---------------------------------------------------------------- */
-
-START_TEST(test_tgid_of_self)
-{
-    ck_assert_int_eq(procwatch_tgid_of(gettid()), getpid());
-    ck_assert_int_eq(procwatch_tgid_of(getpid()), getpid());
-    ck_assert_int_eq(procwatch_tgid_of(getppid()), getppid());
-}
-END_TEST
-
-typedef struct {
-    pid_t tid, tgid;
-} ThreadResult;
-
-static void *
-thread_main(void *arg)
-{
-    ThreadResult *res = arg;
-    res->tid = gettid();
-    res->tgid = procwatch_tgid_of(res->tid);
-    return NULL;
-}
-
-START_TEST(test_tgid_of_thread)
-{
-    ThreadResult res = { 0, 0 };
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, thread_main, &res), 0);
-    ck_assert_int_eq(pthread_join(t, NULL), 0);
-    ck_assert_int_gt(res.tid, 0);
-    ck_assert_int_ne(res.tid, getpid());   /* really another thread */
-    ck_assert_int_eq(res.tgid, getpid());  /* that maps to our process */
-}
-END_TEST
-
-START_TEST(test_tgid_of_gone)
-{
-    ck_assert_int_eq(procwatch_tgid_of(dead_pid()), 0);
-    ck_assert_int_eq(procwatch_tgid_of(0), 0);
-    ck_assert_int_eq(procwatch_tgid_of(-1), 0);
-    ck_assert_int_eq(procwatch_tgid_of(0x7fffffff), 0);
-}
-END_TEST
 
 /* --- maps_node -------------------------------------------------------------- */
 
@@ -208,238 +174,89 @@ START_TEST(test_mount_dev)
 }
 END_TEST
 
-/* --- the ProcWatch object --------------------------------------------------------- */
+/* --- holders ------------------------------------------------------------------ */
 
-typedef struct {
-    pid_t exited[8];
-    unsigned n;
-} Exits;
-
-static void
-on_exit_cb(pid_t tgid, void *data)
+static bool
+has_pid(const GArray *pids, pid_t pid)
 {
-    Exits *e = data;
-    if (e->n < G_N_ELEMENTS(e->exited))
-        e->exited[e->n] = tgid;
-    e->n++;
+    for (guint i = 0; i < pids->len; i++)
+        if (g_array_index(pids, pid_t, i) == pid)
+            return true;
+    return false;
 }
 
-/* Run the default main context until @e has @n exits or 3 s pass. */
-static void
-wait_exits(Exits *e, unsigned n)
+#define HOLDERS_BUDGET ((int64_t)G_USEC_PER_SEC)
+
+/* The holders of the shm file (as @ino, or as @ino2 with an unrelated
+ * @ino); asserts every process was looked at. */
+static GArray *
+holders(dev_t dev, uint64_t ino, uint64_t ino2)
 {
-    gint64 deadline = g_get_monotonic_time() + 3 * G_USEC_PER_SEC;
-    while (e->n < n && g_get_monotonic_time() < deadline) {
-        if (!g_main_context_iteration(NULL, FALSE))
-            g_usleep(1000);
-    }
+    bool complete = false;
+    GArray *pids = procwatch_holders(dev, ino, ino2, HOLDERS_BUDGET, &complete);
+    ck_assert_ptr_nonnull(pids);
+    ck_assert_msg(complete, "procwatch_holders did not look at every process in 1 s");
+    return pids;
 }
 
-START_TEST(test_watch_refcount)
+START_TEST(test_holders)
 {
-    Exits e = { .n = 0 };
-    ProcWatch *pw = procwatch_new(shm_st.st_dev, on_exit_cb, &e);
-    StoreProcOps ops = procwatch_ops(pw);
-    ck_assert_ptr_eq(ops.data, pw);
-    ck_assert_ptr_nonnull(ops.watch);
-    ck_assert_ptr_nonnull(ops.unwatch);
+    dev_t dev = shm_st.st_dev;
+    uint64_t ino = shm_st.st_ino, other = shm_st.st_ino + 1000000;
 
-    pid_t me = getpid();
-    ops.watch(ops.data, me);
-    ops.watch(ops.data, me);
-    ck_assert_uint_eq(procwatch_count(pw), 1);
-    ops.unwatch(ops.data, me);
-    ck_assert_uint_eq(procwatch_count(pw), 1); /* one watch still wanted */
-    ops.unwatch(ops.data, me);
-    ck_assert_uint_eq(procwatch_count(pw), 0);
-    ops.unwatch(ops.data, me); /* extra unwatch: harmless */
-    ck_assert_uint_eq(procwatch_count(pw), 0);
-    while (g_main_context_iteration(NULL, FALSE))
-        ;
-    ck_assert_uint_eq(e.n, 0); /* we did not exit */
-    procwatch_free(pw);
-}
-END_TEST
+    /* We have it open, but the caller (the daemon) never lists itself;
+     * nobody else holds it yet. */
+    GArray *pids = holders(dev, ino, 0);
+    ck_assert_uint_eq(pids->len, 0);
+    g_array_free(pids, TRUE);
 
-START_TEST(test_watch_fires_on_exit)
-{
-    Exits e = { .n = 0 };
-    ProcWatch *pw = procwatch_new(shm_st.st_dev, on_exit_cb, &e);
-    StoreProcOps ops = procwatch_ops(pw);
-    pid_t child = spawn_mapper();
-    ops.watch(ops.data, child);
-    ck_assert_uint_eq(procwatch_count(pw), 1);
-    while (g_main_context_iteration(NULL, FALSE))
-        ;
-    ck_assert_uint_eq(e.n, 0); /* alive: no report */
-
-    kill_and_reap(child);
-    wait_exits(&e, 1);
-    ck_assert_uint_eq(e.n, 1);
-    ck_assert_int_eq(e.exited[0], child);
-    ck_assert_uint_eq(procwatch_count(pw), 0);
-    ops.unwatch(ops.data, child); /* the store's unwatch after the exit */
-    ck_assert_uint_eq(procwatch_count(pw), 0);
-    procwatch_free(pw);
-}
-END_TEST
-
-START_TEST(test_watch_already_gone)
-{
-    Exits e = { .n = 0 };
-    ProcWatch *pw = procwatch_new(shm_st.st_dev, on_exit_cb, &e);
-    StoreProcOps ops = procwatch_ops(pw);
-    pid_t gone = dead_pid();
-    ops.watch(ops.data, gone);
-    ck_assert_uint_eq(e.n, 0); /* reported from the main loop, not re-entrantly */
-    wait_exits(&e, 1);
-    ck_assert_uint_eq(e.n, 1);
-    ck_assert_int_eq(e.exited[0], gone);
-    ck_assert_uint_eq(procwatch_count(pw), 0);
-    procwatch_free(pw);
-}
-END_TEST
-
-START_TEST(test_free_with_watches)
-{
-    Exits e = { .n = 0 };
-    ProcWatch *pw = procwatch_new(shm_st.st_dev, on_exit_cb, &e);
-    StoreProcOps ops = procwatch_ops(pw);
-    pid_t child = spawn_mapper();
-    ops.watch(ops.data, child);
-    ops.watch(ops.data, dead_pid());
-    ck_assert_uint_eq(procwatch_count(pw), 2);
-    procwatch_free(pw); /* removes its sources: nothing fires later */
-    kill_and_reap(child);
-    for (int i = 0; i < 50; i++) {
-        g_main_context_iteration(NULL, FALSE);
-        g_usleep(1000);
-    }
-    ck_assert_uint_eq(e.n, 0);
-}
-END_TEST
-
-/* With a lock set, the exit callback runs under it. */
-typedef struct {
-    pthread_mutex_t *lock;
-    unsigned calls, held;
-} LockedExits;
-
-static void
-on_exit_locked(pid_t tgid, void *data)
-{
-    (void)tgid;
-    LockedExits *e = data;
-    e->calls++;
-    if (pthread_mutex_trylock(e->lock) != 0)
-        e->held++; /* taken (by the dispatching thread, i.e. us): as promised */
-    else
-        pthread_mutex_unlock(e->lock);
-}
-
-START_TEST(test_exit_callback_runs_under_the_lock)
-{
-    pthread_mutex_t lock;
-    pthread_mutex_init(&lock, NULL);
-    LockedExits e = { .lock = &lock };
-    ProcWatch *pw = procwatch_new(shm_st.st_dev, on_exit_locked, &e);
-    procwatch_set_lock(pw, &lock);
-    StoreProcOps ops = procwatch_ops(pw);
-    pid_t child = spawn_mapper();
-    pthread_mutex_lock(&lock); /* the store calls procwatch under the lock */
-    ops.watch(ops.data, child);
-    pthread_mutex_unlock(&lock);
-    kill_and_reap(child);
-    gint64 deadline = g_get_monotonic_time() + 3 * G_USEC_PER_SEC;
-    while (e.calls == 0 && g_get_monotonic_time() < deadline)
-        if (!g_main_context_iteration(NULL, FALSE))
-            g_usleep(1000);
-    ck_assert_uint_eq(e.calls, 1);
-    ck_assert_uint_eq(e.held, 1);
-    ck_assert_uint_eq(procwatch_count(pw), 0);
-    procwatch_free(pw);
-    pthread_mutex_destroy(&lock);
-}
-END_TEST
-
-static gpointer
-iterate_once(gpointer data)
-{
-    (void)data;
-    g_main_context_iteration(NULL, TRUE);
-    return NULL;
-}
-
-/* A watch dropped by another thread while its exit callback waits for the
- * lock: the callback must neither report the exit nor touch the freed
- * watch (ASan would see it). */
-START_TEST(test_watch_dropped_while_its_callback_waits)
-{
-    pthread_mutex_t lock;
-    pthread_mutex_init(&lock, NULL);
-    Exits e = { .n = 0 };
-    ProcWatch *pw = procwatch_new(shm_st.st_dev, on_exit_cb, &e);
-    procwatch_set_lock(pw, &lock);
-    StoreProcOps ops = procwatch_ops(pw);
-    pid_t child = spawn_mapper();
-    pthread_mutex_lock(&lock);
-    ops.watch(ops.data, child);
-    kill_and_reap(child);            /* its pidfd is readable now */
-    GThread *t = g_thread_new("dispatch", iterate_once, NULL);
-    g_usleep(200 * 1000);            /* t dispatches and blocks on the lock */
-    ops.unwatch(ops.data, child);    /* dropped (and freed) meanwhile */
-    ck_assert_uint_eq(procwatch_count(pw), 0);
-    pthread_mutex_unlock(&lock);
-    g_thread_join(t);
-    ck_assert_uint_eq(e.n, 0);
-    procwatch_free(pw);
-    pthread_mutex_destroy(&lock);
-}
-END_TEST
-
-START_TEST(test_ops_maps_and_scan)
-{
-    ProcWatch *pw = procwatch_new(shm_st.st_dev, NULL, NULL);
-    StoreProcOps ops = procwatch_ops(pw);
-    pid_t child = spawn_mapper();
-
-    ck_assert_int_eq(ops.tgid_of(ops.data, child), child);
-    ck_assert(ops.maps_node(ops.data, child, shm_st.st_ino, 0));
-    ck_assert(!ops.maps_node(ops.data, getpid(), shm_st.st_ino, 0));
-
-    /* scan_all finds the child; it skips the daemon itself, even when the
-     * daemon maps the same file. */
-    void *self_map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, shm_fd, 0);
+    pid_t mapper = spawn_holder(true);  /* mapping only, no fd */
+    pid_t opener = spawn_holder(false); /* fd only, no mapping */
+    /* Mapped here too, after the forks (the children must not inherit it). */
+    void *self_map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
     ck_assert_ptr_ne(self_map, MAP_FAILED);
-    ck_assert(ops.maps_node(ops.data, getpid(), shm_st.st_ino, 0));
-    uint64_t want = shm_st.st_ino, other = shm_st.st_ino + 1000000;
-    GHashTable *wanted = g_hash_table_new(g_int64_hash, g_int64_equal);
-    g_hash_table_add(wanted, &want);
-    g_hash_table_add(wanted, &other);
-    GHashTable *owners = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
-    ops.scan_all(ops.data, wanted, owners);
-    ck_assert_uint_eq(g_hash_table_size(owners), 1);
-    gpointer tg = NULL;
-    ck_assert(g_hash_table_lookup_extended(owners, &want, NULL, &tg));
-    ck_assert_int_eq(GPOINTER_TO_INT(tg), child);
-    g_hash_table_remove_all(owners);
+    ck_assert(procwatch_maps_node(getpid(), dev, ino, 0));
+    ck_assert(procwatch_maps_node(mapper, dev, ino, 0));
+    ck_assert(!procwatch_maps_node(opener, dev, ino, 0));
 
-    /* A different device: nothing matches. */
-    procwatch_set_dev(pw, makedev(major(shm_st.st_dev) + 1, minor(shm_st.st_dev)));
-    ck_assert(!ops.maps_node(ops.data, child, shm_st.st_ino, 0));
-    ops.scan_all(ops.data, wanted, owners);
-    ck_assert_uint_eq(g_hash_table_size(owners), 0);
-    procwatch_set_dev(pw, shm_st.st_dev);
+    pids = holders(dev, ino, 0);
+    ck_assert_uint_eq(pids->len, 2);
+    ck_assert(has_pid(pids, mapper));
+    ck_assert(has_pid(pids, opener));
+    ck_assert(!has_pid(pids, getpid()));
+    g_array_free(pids, TRUE);
 
-    kill_and_reap(child);
-    ops.scan_all(ops.data, wanted, owners);
-    ck_assert_uint_eq(g_hash_table_size(owners), 0);
-    ck_assert(!ops.maps_node(ops.data, child, shm_st.st_ino, 0));
+    /* As the second node (the read-only name's). */
+    pids = holders(dev, other, ino);
+    ck_assert_uint_eq(pids->len, 2);
+    ck_assert(has_pid(pids, mapper) && has_pid(pids, opener));
+    g_array_free(pids, TRUE);
+
+    /* Not a node they hold, or not that filesystem. */
+    pids = holders(dev, other, 0);
+    ck_assert_uint_eq(pids->len, 0);
+    g_array_free(pids, TRUE);
+    pids = holders(makedev(major(dev) + 1, minor(dev)), ino, 0);
+    ck_assert_uint_eq(pids->len, 0);
+    g_array_free(pids, TRUE);
+
+    /* Out of time before the first process: incomplete, and says so. */
+    bool complete = true;
+    pids = procwatch_holders(dev, ino, 0, -1, &complete);
+    ck_assert(!complete);
+    ck_assert_uint_le(pids->len, 2);
+    g_array_free(pids, TRUE);
+
+    kill_and_reap(mapper);
+    pids = holders(dev, ino, 0);
+    ck_assert_uint_eq(pids->len, 1);
+    ck_assert_int_eq(g_array_index(pids, pid_t, 0), opener);
+    g_array_free(pids, TRUE);
+    kill_and_reap(opener);
+    pids = holders(dev, ino, 0);
+    ck_assert_uint_eq(pids->len, 0);
+    g_array_free(pids, TRUE);
     ck_assert_int_eq(munmap(self_map, 4096), 0);
-
-    g_hash_table_destroy(owners);
-    g_hash_table_destroy(wanted);
-    procwatch_free(pw);
 }
 END_TEST
 
@@ -462,16 +279,11 @@ procwatch_suite(void)
 {
     Suite *s = suite_create("procwatch");
 
-    TCase *tc = tcase_create("tgid");
-    tcase_add_test(tc, test_tgid_of_self);
-    tcase_add_test(tc, test_tgid_of_thread);
-    tcase_add_test(tc, test_tgid_of_gone);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("maps");
+    TCase *tc = tcase_create("maps");
     tcase_add_checked_fixture(tc, setup_shm, teardown_shm);
     tcase_add_test(tc, test_maps_node_self);
     tcase_add_test(tc, test_maps_node_other_process);
+    tcase_add_test(tc, test_holders);
     tcase_add_test(tc, test_mount_dev);
     suite_add_tcase(s, tc);
 
@@ -481,17 +293,7 @@ procwatch_suite(void)
     tcase_add_checked_fixture(tc, setup_shm_text_maps, teardown_shm_text_maps);
     tcase_add_test(tc, test_maps_node_self);
     tcase_add_test(tc, test_maps_node_other_process);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("watch");
-    tcase_add_checked_fixture(tc, setup_shm, teardown_shm);
-    tcase_add_test(tc, test_watch_refcount);
-    tcase_add_test(tc, test_watch_fires_on_exit);
-    tcase_add_test(tc, test_watch_already_gone);
-    tcase_add_test(tc, test_free_with_watches);
-    tcase_add_test(tc, test_exit_callback_runs_under_the_lock);
-    tcase_add_test(tc, test_watch_dropped_while_its_callback_waits);
-    tcase_add_test(tc, test_ops_maps_and_scan);
+    tcase_add_test(tc, test_holders);
     suite_add_tcase(s, tc);
     return s;
 }

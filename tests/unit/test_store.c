@@ -1,18 +1,25 @@
 /* Unit tests for src/core/store.c: names, data accounting and the lifetime
  * state machine.
  *
- * Time comes from a fake clock the tests advance by hand; processes come
- * from fake StoreProcOps: a table of which tgid maps which node id, a
- * thread -> process table, and counters that prove watch/unwatch balance.
+ * Time comes from a fake clock the tests advance by hand.  The kernel's
+ * answer to "is this region still open or mapped anywhere?" comes from a
+ * fake hold probe (store_set_hold_probe): a set of node ids the fake kernel
+ * says are held, a counter of questions, and an errno to answer with.  The
+ * "kernel" test cases restore the default probe and ask the real kernel
+ * about real mappings of files in the private tmpfs.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <dirent.h>
 #include <glib.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/names.h"
@@ -24,28 +31,28 @@
 
 #define KiB ((uint64_t)1 << 10)
 #define SEC ((int64_t)G_USEC_PER_SEC)
+#define MSEC ((int64_t)1000)
 
 /* --- the fakes --------------------------------------------------------------- */
 
+/* The fake kernel behind the hold probe. */
 typedef struct {
-    pid_t tgid;
-    uint64_t ino;
-} FakeMap;
-
-typedef struct {
-    GArray *maps;            /* FakeMap: tgid maps node ino */
-    GHashTable *threads;     /* tid -> tgid; tids not listed are their own tgid */
-    GHashTable *watched;     /* tgid -> number of outstanding watches */
-    unsigned watches, unwatches, bad_unwatches;
-    unsigned scans, maps_calls;
-} FakeProc;
+    GHashTable *held;        /* node ids (GUINT_TO_POINTER) said to be held */
+    int error;               /* nonzero: every question fails with it */
+    unsigned calls;          /* questions asked */
+    uint64_t last_ino;       /* the region of the last question */
+    int last_own_fd;         /* the store's own fd it passed */
+} FakeKernel;
 
 typedef struct {
     CapshmStore *s;
     int64_t now;
-    FakeProc fp;
+    FakeKernel fk;
     GPtrArray *destroyed;    /* regions seen by the destroy hook (borrowed) */
     bool hook_saw_bytes;
+    GPtrArray *unheld;       /* regions seen by the unheld hook (borrowed) */
+    GString *events;         /* "u<ino> " per unheld hook, "d<ino> " per destroy */
+    int anchor_at_unheld;    /* r->anchor_fd when the unheld hook last ran */
 } Env;
 
 static Env env;
@@ -56,106 +63,37 @@ fake_now(void *data)
     return *(int64_t *)data;
 }
 
-static pid_t
-fake_tgid_of(void *data, pid_t tid)
+static int
+fake_probe(CapshmRegion *r, int own_fd, void *data)
 {
-    FakeProc *fp = data;
-    gpointer v;
-    if (g_hash_table_lookup_extended(fp->threads, GINT_TO_POINTER(tid), NULL, &v))
-        return GPOINTER_TO_INT(v);
-    return tid;
-}
-
-static bool
-fake_maps_node(void *data, pid_t tgid, uint64_t ino, uint64_t ro_ino)
-{
-    FakeProc *fp = data;
-    fp->maps_calls++;
-    /* Like /proc/TID/maps: a thread id shows its process's mappings. */
-    tgid = fake_tgid_of(data, tgid);
-    for (guint i = 0; i < fp->maps->len; i++) {
-        FakeMap *m = &g_array_index(fp->maps, FakeMap, i);
-        if (m->tgid == tgid && (m->ino == ino || (ro_ino && m->ino == ro_ino)))
-            return true;
-    }
-    return false;
+    FakeKernel *fk = data;
+    fk->calls++;
+    fk->last_ino = r->ino;
+    fk->last_own_fd = own_fd;
+    /* The store asks only about live regions that no handle holds. */
+    ck_assert(region_is_alive(r));
+    ck_assert_uint_eq(r->open_count, 0);
+    if (fk->error)
+        return fk->error;
+    return g_hash_table_contains(fk->held, GUINT_TO_POINTER(r->ino)) ? 1 : 0;
 }
 
 static void
-fake_watch(void *data, pid_t tgid)
+kernel_holds(const CapshmRegion *r)
 {
-    FakeProc *fp = data;
-    fp->watches++;
-    unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(fp->watched, GINT_TO_POINTER(tgid)));
-    g_hash_table_insert(fp->watched, GINT_TO_POINTER(tgid), GUINT_TO_POINTER(n + 1));
+    g_hash_table_add(env.fk.held, GUINT_TO_POINTER(r->ino));
 }
 
 static void
-fake_unwatch(void *data, pid_t tgid)
+kernel_lets_go(const CapshmRegion *r)
 {
-    FakeProc *fp = data;
-    fp->unwatches++;
-    unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(fp->watched, GINT_TO_POINTER(tgid)));
-    if (n == 0) {
-        fp->bad_unwatches++;
-        return;
-    }
-    if (n == 1)
-        g_hash_table_remove(fp->watched, GINT_TO_POINTER(tgid));
-    else
-        g_hash_table_insert(fp->watched, GINT_TO_POINTER(tgid), GUINT_TO_POINTER(n - 1));
-}
-
-static void
-fake_scan_all(void *data, GHashTable *wanted, GHashTable *owners)
-{
-    FakeProc *fp = data;
-    fp->scans++;
-    for (guint i = 0; i < fp->maps->len; i++) {
-        FakeMap *m = &g_array_index(fp->maps, FakeMap, i);
-        if (g_hash_table_contains(wanted, &m->ino) && !g_hash_table_contains(owners, &m->ino)) {
-            uint64_t *key = g_new(uint64_t, 1);
-            *key = m->ino;
-            g_hash_table_insert(owners, key, GINT_TO_POINTER(m->tgid));
-        }
-    }
-}
-
-static void
-fake_map(pid_t tgid, uint64_t ino)
-{
-    FakeMap m = { tgid, ino };
-    g_array_append_val(env.fp.maps, m);
-}
-
-static void
-fake_unmap(pid_t tgid, uint64_t ino)
-{
-    for (guint i = env.fp.maps->len; i-- > 0;) {
-        FakeMap *m = &g_array_index(env.fp.maps, FakeMap, i);
-        if (m->tgid == tgid && m->ino == ino)
-            g_array_remove_index(env.fp.maps, i);
-    }
-}
-
-static void
-fake_thread(pid_t tid, pid_t tgid)
-{
-    g_hash_table_insert(env.fp.threads, GINT_TO_POINTER(tid), GINT_TO_POINTER(tgid));
+    g_hash_table_remove(env.fk.held, GUINT_TO_POINTER(r->ino));
 }
 
 static unsigned
-watched_count(pid_t tgid)
+probes(void)
 {
-    return GPOINTER_TO_UINT(g_hash_table_lookup(env.fp.watched, GINT_TO_POINTER(tgid)));
-}
-
-static void
-assert_watches_balanced(void)
-{
-    ck_assert_uint_eq(env.fp.bad_unwatches, 0);
-    ck_assert_uint_eq(env.fp.watches, env.fp.unwatches);
-    ck_assert_uint_eq(g_hash_table_size(env.fp.watched), 0);
+    return env.fk.calls;
 }
 
 /* Whether @r's bytes still exist in the storage (an open memfd, or the
@@ -177,6 +115,29 @@ destroy_hook(CapshmRegion *r, void *data)
     if (bytes_exist(r))
         e->hook_saw_bytes = true;
     g_ptr_array_add(e->destroyed, r);
+    g_string_append_printf(e->events, "d%" G_GUINT64_FORMAT " ", r->ino);
+}
+
+static void
+unheld_hook(CapshmRegion *r, void *data)
+{
+    Env *e = data;
+    ck_assert(region_is_alive(r));
+    ck_assert(!region_is_held(r));
+    ck_assert(bytes_exist(r));
+    e->anchor_at_unheld = r->anchor_fd;
+    g_ptr_array_add(e->unheld, r);
+    g_string_append_printf(e->events, "u%" G_GUINT64_FORMAT " ", r->ino);
+}
+
+/* How many times the unheld hook saw @r. */
+static unsigned
+unheld_count(const CapshmRegion *r)
+{
+    unsigned n = 0;
+    for (guint i = 0; i < env.unheld->len; i++)
+        n += env.unheld->pdata[i] == r;
+    return n;
 }
 
 /* --- fixture ------------------------------------------------------------------ */
@@ -191,10 +152,12 @@ env_start(bool outlive, const char *extra_opts)
 {
     memset(&env, 0, sizeof env);
     env.now = 1000 * SEC;
-    env.fp.maps = g_array_new(FALSE, FALSE, sizeof(FakeMap));
-    env.fp.threads = g_hash_table_new(g_direct_hash, g_direct_equal);
-    env.fp.watched = g_hash_table_new(g_direct_hash, g_direct_equal);
+    env.fk.held = g_hash_table_new(g_direct_hash, g_direct_equal);
+    env.fk.last_own_fd = -2;
     env.destroyed = g_ptr_array_new();
+    env.unheld = g_ptr_array_new();
+    env.events = g_string_new(NULL);
+    env.anchor_at_unheld = -2;
 
     CapshmOptions o;
     options_init(&o);
@@ -212,16 +175,9 @@ env_start(bool outlive, const char *extra_opts)
     options_clear(&o); /* the store copied what it needs */
 
     store_set_clock(env.s, fake_now, &env.now);
-    StoreProcOps ops = {
-        .tgid_of = fake_tgid_of,
-        .maps_node = fake_maps_node,
-        .watch = fake_watch,
-        .unwatch = fake_unwatch,
-        .scan_all = fake_scan_all,
-        .data = &env.fp,
-    };
-    store_set_proc_ops(env.s, &ops);
+    store_set_hold_probe(env.s, fake_probe, &env.fk);
     store_set_destroy_hook(env.s, destroy_hook, &env);
+    store_set_unheld_hook(env.s, unheld_hook, &env);
 }
 
 static void
@@ -252,15 +208,33 @@ setup_passthrough_tmpfs(void)
     env_start(true, NULL);
 }
 
+/* Passthrough with the default probe: the real kernel, asked with file
+ * leases.  As in the daemon, a lease broken meanwhile must not kill us. */
+static void
+setup_passthrough_kernel(void)
+{
+    signal(SIGIO, SIG_IGN);
+    setup_passthrough_tmpfs();
+    store_set_hold_probe(env.s, NULL, NULL);
+}
+
+static void
+setup_passthrough_kernel_memfd(void)
+{
+    signal(SIGIO, SIG_IGN);
+    setup_passthrough();
+    store_set_hold_probe(env.s, NULL, NULL);
+}
+
 static void
 teardown(void)
 {
     store_free(env.s);
     env.s = NULL;
-    g_array_free(env.fp.maps, TRUE);
-    g_hash_table_destroy(env.fp.threads);
-    g_hash_table_destroy(env.fp.watched);
+    g_hash_table_destroy(env.fk.held);
     g_ptr_array_free(env.destroyed, TRUE);
+    g_ptr_array_free(env.unheld, TRUE);
+    g_string_free(env.events, TRUE);
     env_storage = STORAGE_MEMFD;
 }
 
@@ -268,6 +242,16 @@ static void
 advance(int64_t us)
 {
     env.now += us;
+}
+
+/* Move the clock to the next deadline store_next_due reports and tick. */
+static int64_t
+tick_when_due(void)
+{
+    int64_t due = store_next_due(env.s);
+    ck_assert_int_ge(due, 0);
+    advance(due);
+    return store_tick(env.s);
 }
 
 static CapshmCaller
@@ -291,12 +275,12 @@ make_region(uid_t uid)
     return r;
 }
 
-/* A region created and opened once by @tid (so it is held). */
+/* A region created and opened once for writing (so it is held). */
 static CapshmRegion *
-make_held_region(uid_t uid, pid_t tid)
+make_held_region(uid_t uid)
 {
     CapshmRegion *r = make_region(uid);
-    store_opened(env.s, r, tid, true);
+    store_opened(env.s, r, true);
     ck_assert_int_eq(r->state, REGION_LIVE);
     return r;
 }
@@ -429,7 +413,7 @@ START_TEST(test_mint_expiry)
     bool created;
     ck_assert_int_eq(store_create(env.s, &c, a, 0600, true, &r, &created), 0);
     ck_assert(created);
-    store_opened(env.s, r, 100, true);
+    store_opened(env.s, r, true);
 
     /* At b's deadline it is refused even before the tick runs... */
     advance(10 * SEC + 1);
@@ -464,7 +448,7 @@ END_TEST
 START_TEST(test_create_max_regions)
 {
     for (int i = 0; i < 4; i++)
-        make_held_region(1000, 100);
+        make_held_region(1000);
     char name[NAMES_BUF];
     ck_assert_int_eq(store_mint(env.s, 1000, name), 0);
     CapshmCaller c = caller(1000);
@@ -482,7 +466,7 @@ END_TEST
 
 START_TEST(test_ro_name)
 {
-    CapshmRegion *r = make_held_region(1000, 100);
+    CapshmRegion *r = make_held_region(1000);
     ck_assert_ptr_null(r->ro_name);
     const char *ro = store_ro_name(env.s, r);
     ck_assert_ptr_nonnull(ro);
@@ -540,10 +524,10 @@ END_TEST
 
 START_TEST(test_list)
 {
-    CapshmRegion *a = make_held_region(1000, 100);
-    CapshmRegion *b = make_held_region(1001, 101);
-    CapshmRegion *c = make_held_region(1000, 100);
-    CapshmRegion *d = make_held_region(1000, 100);
+    CapshmRegion *a = make_held_region(1000);
+    CapshmRegion *b = make_held_region(1001);
+    CapshmRegion *c = make_held_region(1000);
+    CapshmRegion *d = make_held_region(1000);
     ck_assert_int_eq(store_unlink(env.s, d), 0); /* unlinked: not listed */
 
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)region_unref);
@@ -570,13 +554,13 @@ END_TEST
 
 START_TEST(test_linger_exact_then_destroyed)
 {
-    CapshmRegion *r = make_held_region(1000, 100);
+    CapshmRegion *r = make_held_region(1000);
     ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
     g_autofree char *name = g_strdup(r->name);
     region_ref(r); /* keep the struct to look at it after destruction */
 
     ck_assert_int_eq(store_tick(env.s), -1); /* held: nothing pending */
-    store_released(env.s, r, 100, true);
+    store_released(env.s, r, true);
     ck_assert_int_eq(r->state, REGION_LINGERING);
     ck_assert_str_eq(region_state_name(r), "lingering");
     ck_assert_uint_eq(store_count_in_state(env.s, REGION_LINGERING), 1);
@@ -614,9 +598,9 @@ START_TEST(test_linger_zero)
 {
     teardown();
     env_start(false, "linger=0");
-    CapshmRegion *r = make_held_region(1000, 100);
+    CapshmRegion *r = make_held_region(1000);
     g_autofree char *name = g_strdup(r->name);
-    store_released(env.s, r, 100, true);
+    store_released(env.s, r, true);
     ck_assert_int_eq(store_tick(env.s), -1);
     ck_assert_ptr_null(store_lookup(env.s, name, NULL));
     ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
@@ -639,12 +623,12 @@ END_TEST
 
 START_TEST(test_reopen_cancels_linger)
 {
-    CapshmRegion *r = make_held_region(1000, 100);
-    store_released(env.s, r, 100, true);
+    CapshmRegion *r = make_held_region(1000);
+    store_released(env.s, r, true);
     ck_assert_int_eq(r->state, REGION_LINGERING);
     advance(3 * SEC);
     store_tick(env.s);
-    store_opened(env.s, r, 200, false);
+    store_opened(env.s, r, false);
     ck_assert_int_eq(r->state, REGION_LIVE);
     ck_assert_uint_eq(store_count_in_state(env.s, REGION_LINGERING), 0);
     ck_assert_int_eq(store_tick(env.s), -1);
@@ -653,7 +637,7 @@ START_TEST(test_reopen_cancels_linger)
     ck_assert(region_is_alive(r));
     ck_assert_uint_eq(store_counters(env.s).destroyed, 0);
     /* The next linger starts afresh, the full 5 s. */
-    store_released(env.s, r, 200, false);
+    store_released(env.s, r, false);
     ck_assert_int_eq(r->state, REGION_LINGERING);
     ck_assert_int_eq(store_tick(env.s), 5 * SEC);
     advance(5 * SEC);
@@ -662,40 +646,42 @@ START_TEST(test_reopen_cancels_linger)
 }
 END_TEST
 
-START_TEST(test_holders_counted)
+START_TEST(test_handles_counted)
 {
-    CapshmRegion *r = make_held_region(1000, 100);
-    store_opened(env.s, r, 200, false);
-    store_opened(env.s, r, 200, false);
+    CapshmRegion *r = make_held_region(1000);
+    store_opened(env.s, r, false);
+    store_opened(env.s, r, false);
     ck_assert_uint_eq(r->open_count, 3);
     ck_assert_uint_eq(r->writable_opens, 1);
-    ck_assert_uint_eq(region_holder_count(r), 2);
-    GArray *pids = store_holder_pids(env.s, r);
-    ck_assert_uint_eq(pids->len, 2);
-    g_array_free(pids, TRUE);
+    ck_assert(region_is_held(r));
+    ck_assert(!r->kernel_held);
 
-    store_released(env.s, r, 100, true);
-    ck_assert_uint_eq(region_holder_count(r), 1);
-    pids = store_holder_pids(env.s, r);
-    ck_assert_uint_eq(pids->len, 1);
-    ck_assert_int_eq(g_array_index(pids, pid_t, 0), 200);
-    g_array_free(pids, TRUE);
-    ck_assert_int_eq(r->state, REGION_LIVE);
-    store_released(env.s, r, 200, false);
-    ck_assert_int_eq(r->state, REGION_LIVE); /* one handle left */
-    store_released(env.s, r, 200, false);
-    ck_assert_int_eq(r->state, REGION_LINGERING);
-    ck_assert_uint_eq(region_holder_count(r), 0);
+    store_released(env.s, r, true);
+    ck_assert_uint_eq(r->open_count, 2);
     ck_assert_uint_eq(r->writable_opens, 0);
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    store_released(env.s, r, false);
+    ck_assert_int_eq(r->state, REGION_LIVE); /* one handle left */
+    ck_assert_uint_eq(env.unheld->len, 0);
+    store_released(env.s, r, false);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+    ck_assert(!region_is_held(r));
+    ck_assert_uint_eq(r->open_count, 0);
+    ck_assert_uint_eq(r->writable_opens, 0);
+    /* A stray extra release (a bug elsewhere) does not wrap the counts. */
+    store_released(env.s, r, true);
+    ck_assert_uint_eq(r->open_count, 0);
+    ck_assert_uint_eq(r->writable_opens, 0);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
 }
 END_TEST
 
 START_TEST(test_pinned_never_expires)
 {
-    CapshmRegion *r = make_held_region(1000, 100);
+    CapshmRegion *r = make_held_region(1000);
     store_set_pinned(env.s, r, true);
     ck_assert_int_eq(r->state, REGION_LIVE); /* held and pinned: live */
-    store_released(env.s, r, 100, true);
+    store_released(env.s, r, true);
     ck_assert_int_eq(r->state, REGION_PINNED);
     ck_assert_str_eq(region_state_name(r), "pinned");
     ck_assert_uint_eq(store_count_in_state(env.s, REGION_PINNED), 1);
@@ -718,8 +704,8 @@ END_TEST
 
 START_TEST(test_pin_during_linger)
 {
-    CapshmRegion *r = make_held_region(1000, 100);
-    store_released(env.s, r, 100, true);
+    CapshmRegion *r = make_held_region(1000);
+    store_released(env.s, r, true);
     advance(3 * SEC);
     store_set_pinned(env.s, r, true);
     ck_assert_int_eq(r->state, REGION_PINNED);
@@ -741,7 +727,7 @@ END_TEST
 
 START_TEST(test_unlink_held)
 {
-    CapshmRegion *r = make_held_region(1000, 100);
+    CapshmRegion *r = make_held_region(1000);
     ck_assert_int_eq(store_resize(env.s, r, 8192), 0);
     g_autofree char *name = g_strdup(r->name);
     ck_assert_int_eq(store_unlink(env.s, r), 0);
@@ -765,7 +751,7 @@ START_TEST(test_unlink_held)
     g_ptr_array_free(out, TRUE);
 
     /* The last release destroys at once: no linger for a nameless region. */
-    store_released(env.s, r, 100, true);
+    store_released(env.s, r, true);
     ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
     ck_assert_uint_eq(store_region_count(env.s), 0);
     ck_assert_uint_eq(quota_total_bytes(store_quota(env.s)), 0);
@@ -777,8 +763,8 @@ END_TEST
 
 START_TEST(test_unlink_unheld)
 {
-    CapshmRegion *r = make_held_region(1000, 100);
-    store_released(env.s, r, 100, true);
+    CapshmRegion *r = make_held_region(1000);
+    store_released(env.s, r, true);
     ck_assert_uint_eq(store_count_in_state(env.s, REGION_LINGERING), 1);
     ck_assert_int_eq(store_unlink(env.s, r), 0);
     ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
@@ -786,9 +772,9 @@ START_TEST(test_unlink_unheld)
     ck_assert_int_eq(store_tick(env.s), -1);
 
     /* A pinned region goes too when unlinked. */
-    CapshmRegion *p = make_held_region(1000, 100);
+    CapshmRegion *p = make_held_region(1000);
     store_set_pinned(env.s, p, true);
-    store_released(env.s, p, 100, true);
+    store_released(env.s, p, true);
     ck_assert_int_eq(p->state, REGION_PINNED);
     ck_assert_int_eq(store_unlink(env.s, p), 0);
     ck_assert_uint_eq(store_counters(env.s).destroyed, 2);
@@ -797,231 +783,567 @@ START_TEST(test_unlink_unheld)
 }
 END_TEST
 
-START_TEST(test_cache_mode_ignores_mappings)
+START_TEST(test_cache_path_never_probes)
 {
-    /* In cache mode RELEASE only arrives after munmap: the store does not
-     * ask about mappings, and lingers at once. */
-    CapshmRegion *r = make_held_region(1000, 100);
-    fake_map(100, r->ino);
-    store_released(env.s, r, 100, true);
+    /* On the cache data path RELEASE only arrives after munmap: the store
+     * never asks the kernel, and lingers at once, even where the (fake)
+     * kernel would say the region is held. */
+    CapshmRegion *r = make_held_region(1000);
+    kernel_holds(r);
+    store_released(env.s, r, true);
     ck_assert_int_eq(r->state, REGION_LINGERING);
-    ck_assert_uint_eq(env.fp.watches, 0);
+    ck_assert(!r->kernel_held);
+    ck_assert_uint_eq(probes(), 0);
+    ck_assert_int_eq(store_next_due(env.s), 5 * SEC);
+    store_opened(env.s, r, false);
+    store_released(env.s, r, false);
+    ck_assert_uint_eq(probes(), 0);
     advance(5 * SEC);
-    store_tick(env.s);
+    ck_assert_int_eq(store_tick(env.s), -1);
     ck_assert_uint_eq(store_region_count(env.s), 0);
-    ck_assert_uint_eq(env.fp.scans, 0);
+    ck_assert_uint_eq(probes(), 0);
 }
 END_TEST
 
 /* --- lifetime with mappings that outlive handles (passthrough) ---------------- */
 
-START_TEST(test_mapper_keeps_live_until_poll)
+/* When the kernel is asked again while it keeps saying "held": 2, 10, 50 and
+ * 250 ms after the previous answer, then every second. */
+static const int64_t probe_schedule[] = {
+    2 * MSEC, 10 * MSEC, 50 * MSEC, 250 * MSEC, SEC, SEC, SEC,
+};
+
+START_TEST(test_kernel_held_after_last_close)
 {
-    CapshmRegion *r = make_held_region(1000, 4242);
-    fake_thread(4242, 4200);
-    fake_map(4200, r->ino);
+    CapshmRegion *r = make_held_region(1000);
+    ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
     g_autofree char *name = g_strdup(r->name);
+    store_opened(env.s, r, false);
+    kernel_holds(r);
 
-    store_released(env.s, r, 4242, true);
-    ck_assert_int_eq(r->state, REGION_LIVE);
+    /* Not the last handle: nothing to ask. */
+    store_released(env.s, r, true);
+    ck_assert_uint_eq(probes(), 0);
+    ck_assert(!r->kernel_held);
+    ck_assert_int_eq(store_next_due(env.s), -1);
+
+    /* The last handle: asked at once, and the kernel still holds it. */
+    store_released(env.s, r, false);
+    ck_assert_uint_eq(probes(), 1);
+    ck_assert_uint_eq(env.fk.last_ino, r->ino);
+    ck_assert_int_eq(env.fk.last_own_fd, r->fd); /* memfd: the store's own file */
     ck_assert_uint_eq(r->open_count, 0);
-    ck_assert_uint_eq(env.fp.watches, 1);
-    ck_assert_uint_eq(watched_count(4200), 1);
-    ck_assert_uint_eq(region_holder_count(r), 1);
-    GArray *pids = store_holder_pids(env.s, r);
-    ck_assert_uint_eq(pids->len, 1);
-    ck_assert_int_eq(g_array_index(pids, pid_t, 0), 4200); /* the process, not the thread */
-    g_array_free(pids, TRUE);
+    ck_assert(r->kernel_held);
+    ck_assert(region_is_held(r));
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    ck_assert_str_eq(region_state_name(r), "live");
     ck_assert_uint_eq(store_count_in_state(env.s, REGION_LINGERING), 0);
-    ck_assert_int_eq(store_tick(env.s), 1 * SEC); /* next poll */
+    ck_assert_uint_eq(store_count_in_state(env.s, REGION_LIVE), 1);
+    ck_assert_uint_eq(env.unheld->len, 0);
 
-    /* Still mapped at the poll: still live. */
-    advance(1 * SEC);
-    store_tick(env.s);
-    ck_assert_int_eq(r->state, REGION_LIVE);
-    advance(30 * SEC);
-    store_tick(env.s);
-    ck_assert_int_eq(r->state, REGION_LIVE);
+    /* Asked again on schedule, never early; store_next_due only looks. */
+    unsigned asked = probes();
+    for (guint i = 0; i < G_N_ELEMENTS(probe_schedule); i++) {
+        int64_t d = probe_schedule[i];
+        ck_assert_int_eq(store_next_due(env.s), d);
+        ck_assert_int_eq(store_next_due(env.s), d);
+        ck_assert_uint_eq(probes(), asked);
+        advance(d - 1);
+        ck_assert_int_eq(store_tick(env.s), 1);
+        ck_assert_uint_eq(probes(), asked);
+        advance(1);
+        int64_t next = i + 1 < G_N_ELEMENTS(probe_schedule) ? probe_schedule[i + 1] : SEC;
+        ck_assert_int_eq(store_tick(env.s), next);
+        ck_assert_uint_eq(probes(), ++asked);
+        ck_assert(r->kernel_held);
+        ck_assert_int_eq(r->state, REGION_LIVE);
+    }
 
-    /* Unmapped: the next poll starts linger. */
-    fake_unmap(4200, r->ino);
-    advance(1 * SEC);
-    ck_assert_int_eq(store_tick(env.s), 5 * SEC);
-    ck_assert_int_eq(r->state, REGION_LINGERING);
-    assert_watches_balanced();
-    ck_assert_uint_eq(region_holder_count(r), 0);
-
-    advance(5 * SEC);
-    store_tick(env.s);
-    ck_assert_ptr_null(store_lookup(env.s, name, NULL));
-    ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
-    assert_watches_balanced();
-}
-END_TEST
-
-START_TEST(test_mapper_exit_starts_linger)
-{
-    CapshmRegion *r = make_held_region(1000, 4200);
-    fake_map(4200, r->ino);
-    store_released(env.s, r, 4200, true);
-    ck_assert_int_eq(r->state, REGION_LIVE);
-    ck_assert_uint_eq(watched_count(4200), 1);
-
-    /* Another process's exit changes nothing. */
-    store_process_exited(env.s, 9999);
-    ck_assert_int_eq(r->state, REGION_LIVE);
-
-    /* The mapper dies (and with it its mapping): linger starts now, with
-     * no poll needed. */
-    fake_unmap(4200, r->ino);
-    store_process_exited(env.s, 4200);
-    ck_assert_int_eq(r->state, REGION_LINGERING);
-    ck_assert_int_eq(store_tick(env.s), 5 * SEC);
-    assert_watches_balanced();
-    advance(5 * SEC);
-    store_tick(env.s);
-    ck_assert_uint_eq(store_region_count(env.s), 0);
-    ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
-}
-END_TEST
-
-START_TEST(test_opener_not_mapping_lingers)
-{
-    CapshmRegion *r = make_held_region(1000, 4200);
-    store_released(env.s, r, 4200, true);
-    ck_assert_int_eq(r->state, REGION_LINGERING);
-    ck_assert_uint_eq(env.fp.watches, 0);
-    ck_assert_uint_ge(env.fp.maps_calls, 1); /* it did ask */
-}
-END_TEST
-
-START_TEST(test_mapper_via_ro_name)
-{
-    CapshmRegion *r = make_held_region(1000, 4200);
-    ck_assert_ptr_nonnull(store_ro_name(env.s, r));
-    fake_map(4200, r->ro_ino);
-    store_released(env.s, r, 4200, false);
-    ck_assert_int_eq(r->state, REGION_LIVE);
-    fake_unmap(4200, r->ro_ino);
-    advance(1 * SEC);
-    store_tick(env.s);
-    ck_assert_int_eq(r->state, REGION_LINGERING);
-    assert_watches_balanced();
-}
-END_TEST
-
-START_TEST(test_threads_of_one_mapper_watched_once)
-{
-    CapshmRegion *r = make_held_region(1000, 4201);
-    store_opened(env.s, r, 4202, false);
-    fake_thread(4201, 4200);
-    fake_thread(4202, 4200);
-    fake_map(4200, r->ino);
-    store_released(env.s, r, 4201, true);
-    /* Its handle closed but the process maps it: a holder, watched, even
-     * though another handle is still open. */
-    ck_assert_uint_eq(watched_count(4200), 1);
-    store_released(env.s, r, 4202, false);
-    ck_assert_int_eq(r->state, REGION_LIVE);
-    ck_assert_uint_eq(watched_count(4200), 1);
-    ck_assert_uint_eq(region_holder_count(r), 1);
-    GArray *pids = store_holder_pids(env.s, r);
-    ck_assert_uint_eq(pids->len, 1);
-    ck_assert_int_eq(g_array_index(pids, pid_t, 0), 4200);
-    g_array_free(pids, TRUE);
-    store_process_exited(env.s, 4200);
-    fake_unmap(4200, r->ino);
-    ck_assert_int_eq(r->state, REGION_LINGERING);
-    assert_watches_balanced();
-}
-END_TEST
-
-START_TEST(test_mapper_then_reopen_then_exit)
-{
-    /* A maps and closes; B opens; A exits; B closes without mapping. */
-    CapshmRegion *r = make_held_region(1000, 4200);
-    fake_map(4200, r->ino);
-    store_released(env.s, r, 4200, true);
-    ck_assert_uint_eq(watched_count(4200), 1);
-    store_opened(env.s, r, 5200, false);
-    ck_assert_int_eq(r->state, REGION_LIVE);
-    ck_assert_int_eq(store_tick(env.s), -1); /* open: no poll needed */
-    fake_unmap(4200, r->ino);
-    store_process_exited(env.s, 4200);
-    ck_assert_uint_eq(watched_count(4200), 0);
-    ck_assert_int_eq(r->state, REGION_LIVE);
-    store_released(env.s, r, 5200, false);
-    ck_assert_int_eq(r->state, REGION_LINGERING);
-    assert_watches_balanced();
-}
-END_TEST
-
-START_TEST(test_scan_all_rescues_unknown_mapper)
-{
-    /* The opener closed without mapping (so the store knows no mapper), but
-     * a process it never saw (a forked child) maps the region. */
-    CapshmRegion *r = make_held_region(1000, 4200);
-    store_released(env.s, r, 4200, true);
-    ck_assert_int_eq(r->state, REGION_LINGERING);
-    fake_map(5555, r->ino);
-
-    advance(5 * SEC);
-    store_tick(env.s);
-    ck_assert_uint_eq(env.fp.scans, 1);
+    /* Far past linger (5 s): still alive, live, named and charged. */
+    for (int i = 0; i < 60; i++) {
+        advance(SEC);
+        store_tick(env.s);
+    }
+    ck_assert_uint_eq(probes(), asked + 60);
     ck_assert(region_is_alive(r));
     ck_assert_int_eq(r->state, REGION_LIVE);
+    ck_assert(r->kernel_held);
+    ck_assert_ptr_eq(store_lookup(env.s, name, NULL), r);
+    ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).bytes, 4096);
+    ck_assert_uint_eq(env.destroyed->len, 0);
+    ck_assert_uint_eq(env.unheld->len, 0);
     ck_assert_uint_eq(store_counters(env.s).destroyed, 0);
-    ck_assert_uint_eq(watched_count(5555), 1);
-    GArray *pids = store_holder_pids(env.s, r);
-    ck_assert_uint_eq(pids->len, 1);
-    ck_assert_int_eq(g_array_index(pids, pid_t, 0), 5555);
-    g_array_free(pids, TRUE);
+}
+END_TEST
 
-    /* The child unmaps: the poll starts a fresh linger, and at its end the
-     * scan finds nobody. */
-    fake_unmap(5555, r->ino);
-    advance(1 * SEC);
-    store_tick(env.s);
+START_TEST(test_kernel_lets_go_starts_linger)
+{
+    CapshmRegion *r = make_held_region(1000);
+    uint64_t ino = r->ino; /* r is freed once destroyed */
+    g_autofree char *name = g_strdup(r->name);
+    kernel_holds(r);
+    store_released(env.s, r, true);
+    ck_assert(r->kernel_held);
+    /* Into the once-a-second probes. */
+    for (int i = 0; i < 7; i++)
+        tick_when_due();
+    ck_assert_uint_eq(probes(), 8);
+    ck_assert_int_eq(store_next_due(env.s), SEC);
+
+    /* The last mapping goes between two questions: nothing changes until
+     * the next one. */
+    advance(400 * MSEC);
+    kernel_lets_go(r);
+    ck_assert_int_eq(store_tick(env.s), 600 * MSEC);
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    ck_assert_uint_eq(env.unheld->len, 0);
+
+    advance(600 * MSEC);
+    ck_assert_int_eq(store_tick(env.s), 5 * SEC); /* the linger, nothing else */
+    ck_assert_uint_eq(probes(), 9);
+    ck_assert(!r->kernel_held);
+    ck_assert(!region_is_held(r));
     ck_assert_int_eq(r->state, REGION_LINGERING);
-    advance(5 * SEC);
-    store_tick(env.s);
-    ck_assert_uint_eq(env.fp.scans, 2);
+    ck_assert_uint_eq(store_count_in_state(env.s, REGION_LINGERING), 1);
+    ck_assert_uint_eq(unheld_count(r), 1);
+
+    /* Not asked any more; the linger runs its course. */
+    advance(5 * SEC - 1);
+    ck_assert_int_eq(store_tick(env.s), 1);
+    ck_assert(region_is_alive(r));
+    advance(1);
+    ck_assert_int_eq(store_tick(env.s), -1);
+    ck_assert_ptr_null(store_lookup(env.s, name, NULL));
     ck_assert_uint_eq(store_region_count(env.s), 0);
     ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
-    assert_watches_balanced();
+    ck_assert_uint_eq(probes(), 9);
+    g_autofree char *want = g_strdup_printf("u%" G_GUINT64_FORMAT " d%" G_GUINT64_FORMAT " ",
+                                            ino, ino);
+    ck_assert_str_eq(env.events->str, want);
+}
+END_TEST
+
+START_TEST(test_not_held_at_last_close_lingers)
+{
+    CapshmRegion *r = make_held_region(1000);
+    store_released(env.s, r, true);
+    ck_assert_uint_eq(probes(), 1); /* it did ask */
+    ck_assert_uint_eq(env.fk.last_ino, r->ino);
+    ck_assert(!r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+    ck_assert_uint_eq(unheld_count(r), 1);
+    ck_assert_int_eq(store_next_due(env.s), 5 * SEC); /* no question pending */
+    advance(5 * SEC);
+    ck_assert_int_eq(store_tick(env.s), -1);
+    ck_assert_uint_eq(store_region_count(env.s), 0);
+    ck_assert_uint_eq(probes(), 1);
+    ck_assert_uint_eq(env.unheld->len, 1);
+}
+END_TEST
+
+/* G_DEBUG=fatal-warnings makes every warning fatal; the store's one warning
+ * about a failed kernel question is expected in the tests that cause it,
+ * and counted instead. */
+static unsigned probe_warnings;
+
+static bool
+is_probe_warning(const gchar *msg)
+{
+    return msg && strstr(msg, "asking the kernel whether a region is still mapped");
+}
+
+static void
+count_probe_warning(const gchar *domain, GLogLevelFlags level, const gchar *msg, gpointer data)
+{
+    (void)data;
+    if (is_probe_warning(msg))
+        probe_warnings++;
+    else
+        g_log_default_handler(domain, level, msg, NULL);
+}
+
+static gboolean
+probe_warning_not_fatal(const gchar *domain, GLogLevelFlags level, const gchar *msg, gpointer data)
+{
+    (void)domain;
+    (void)level;
+    (void)data;
+    return !is_probe_warning(msg);
+}
+
+static guint
+expect_probe_warnings(void)
+{
+    probe_warnings = 0;
+    g_test_log_set_fatal_handler(probe_warning_not_fatal, NULL);
+    return g_log_set_handler(G_LOG_DOMAIN,
+                             G_LOG_LEVEL_WARNING | G_LOG_FLAG_FATAL | G_LOG_FLAG_RECURSION,
+                             count_probe_warning, NULL);
+}
+
+static void
+end_probe_warnings(guint handler)
+{
+    g_log_remove_handler(G_LOG_DOMAIN, handler);
+    g_test_log_set_fatal_handler(NULL, NULL);
+}
+
+START_TEST(test_probe_error_counts_as_held)
+{
+    guint h = expect_probe_warnings();
+    CapshmRegion *a = make_held_region(1000);
+    CapshmRegion *b = make_held_region(1000);
+    ck_assert_int_eq(store_resize(env.s, b, 4096), 0);
+    /* The kernel cannot be asked (e.g. the daemon is out of fds): never
+     * take that for "free", a mapped region must not go. */
+    env.fk.error = -EMFILE;
+    store_released(env.s, a, true);
+    store_released(env.s, b, true);
+    ck_assert_uint_eq(probes(), 2);
+    ck_assert(a->kernel_held && b->kernel_held);
+    ck_assert_int_eq(a->state, REGION_LIVE);
+    ck_assert_int_eq(b->state, REGION_LIVE);
+    ck_assert_uint_eq(probe_warnings, 1); /* once, not once per question */
+    ck_assert_int_eq(store_unlink(env.s, b), 0);
+    ck_assert(region_is_alive(b));
+
+    for (int i = 0; i < 40; i++)
+        tick_when_due();
+    ck_assert_uint_ge(probes(), 40);
+    ck_assert(region_is_alive(a) && region_is_alive(b));
+    ck_assert(a->kernel_held && b->kernel_held);
+    ck_assert_int_eq(a->state, REGION_LIVE);
+    ck_assert_uint_eq(store_counters(env.s).destroyed, 0);
+    ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).bytes, 4096);
+    ck_assert_uint_eq(env.unheld->len, 0);
+    ck_assert_uint_eq(probe_warnings, 1);
+
+    /* The kernel answers again, and nothing holds them: a lingers, the
+     * unlinked b goes at once. */
+    env.fk.error = 0;
+    tick_when_due();
+    ck_assert_int_eq(a->state, REGION_LINGERING);
+    ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
+    ck_assert_uint_eq(store_region_count(env.s), 1);
+    ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).bytes, 0);
+    ck_assert_uint_eq(env.unheld->len, 2);
+    end_probe_warnings(h);
+}
+END_TEST
+
+START_TEST(test_unlink_while_kernel_held)
+{
+    CapshmRegion *r = make_held_region(1000);
+    ck_assert_int_eq(store_resize(env.s, r, 8192), 0);
+    g_autofree char *name = g_strdup(r->name);
+    kernel_holds(r);
+    store_released(env.s, r, true);
+    ck_assert(r->kernel_held);
+
+    ck_assert_int_eq(store_unlink(env.s, r), 0);
+    ck_assert_ptr_null(store_lookup(env.s, name, NULL));
+    /* The bytes stay for whoever maps them, and stay charged. */
+    ck_assert(region_is_alive(r));
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    ck_assert(bytes_exist(r));
+    for (int i = 0; i < 20; i++)
+        tick_when_due();
+    ck_assert(region_is_alive(r));
+    ck_assert_uint_eq(store_region_count(env.s), 1);
+    QuotaUsage u = quota_usage(store_quota(env.s), 1000);
+    ck_assert_uint_eq(u.bytes, 8192);
+    ck_assert_uint_eq(u.regions, 1);
+    ck_assert_uint_eq(quota_total_bytes(store_quota(env.s)), 8192);
+    g_autofree char *js = store_stats_json(env.s, 1000, false, "passthrough", "device", 0);
+    ck_assert_msg(strstr(js, "\"regions\":1,\"bytes\":8192,"), "stats: %s", js);
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)region_unref);
+    store_list(env.s, 1000, true, out);
+    ck_assert_uint_eq(out->len, 0); /* not listed */
+    g_ptr_array_free(out, TRUE);
+    ck_assert_uint_eq(env.destroyed->len, 0);
+
+    /* The kernel lets go: destroyed at the next question, no linger. */
+    kernel_lets_go(r);
+    region_ref(r);
+    ck_assert_int_eq(tick_when_due(), -1);
+    ck_assert_int_eq(r->state, REGION_DESTROYED);
+    ck_assert_uint_eq(store_region_count(env.s), 0);
+    ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
+    ck_assert_uint_eq(quota_total_bytes(store_quota(env.s)), 0);
+    u = quota_usage(store_quota(env.s), 1000);
+    ck_assert_uint_eq(u.bytes, 0);
+    ck_assert_uint_eq(u.regions, 0);
+    ck_assert(env.hook_saw_bytes);
+    /* The unheld hook ran first, then the destroy hook. */
+    g_autofree char *want = g_strdup_printf("u%" G_GUINT64_FORMAT " d%" G_GUINT64_FORMAT " ",
+                                            r->ino, r->ino);
+    ck_assert_str_eq(env.events->str, want);
+    g_autofree char *after = store_stats_json(env.s, 1000, false, "passthrough", "device", 0);
+    ck_assert_msg(strstr(after, "\"regions\":0,\"bytes\":0,"), "stats: %s", after);
+    region_unref(r);
+}
+END_TEST
+
+START_TEST(test_pinned_and_kernel_held)
+{
+    CapshmRegion *r = make_held_region(1000);
+    store_set_pinned(env.s, r, true);
+    kernel_holds(r);
+    store_released(env.s, r, true);
+    /* Held beats pinned: it is live while the kernel holds it. */
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    ck_assert_uint_eq(store_count_in_state(env.s, REGION_PINNED), 0);
+    tick_when_due();
+    ck_assert_int_eq(r->state, REGION_LIVE);
+
+    kernel_lets_go(r);
+    ck_assert_int_eq(tick_when_due(), -1); /* pinned: nothing pending */
+    ck_assert(!r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_PINNED);
+    ck_assert_uint_eq(store_count_in_state(env.s, REGION_PINNED), 1);
+    ck_assert_uint_eq(unheld_count(r), 1);
+    unsigned asked = probes();
+    advance(24 * 3600 * SEC);
+    store_tick(env.s);
+    ck_assert(region_is_alive(r));
+    ck_assert_uint_eq(probes(), asked);
+
+    /* Held again, unpinned meanwhile: lingers once the kernel lets go. */
+    store_opened(env.s, r, false);
+    kernel_holds(r);
+    store_released(env.s, r, false);
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    store_set_pinned(env.s, r, false);
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    ck_assert_int_eq(store_next_due(env.s), 2 * MSEC);
+    kernel_lets_go(r);
+    ck_assert_int_eq(tick_when_due(), 5 * SEC);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+
+    /* Pinned, kernel-held and unlinked: destroyed when the kernel lets go. */
+    CapshmRegion *p = make_held_region(1000);
+    store_set_pinned(env.s, p, true);
+    kernel_holds(p);
+    store_released(env.s, p, true);
+    ck_assert_int_eq(store_unlink(env.s, p), 0);
+    ck_assert(region_is_alive(p));
+    ck_assert_int_eq(p->state, REGION_LIVE);
+    kernel_lets_go(p);
+    tick_when_due();
+    ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
+    ck_assert_uint_eq(store_count_in_state(env.s, REGION_PINNED), 0);
+    ck_assert_uint_eq(unheld_count(p), 1);
+}
+END_TEST
+
+START_TEST(test_reopen_while_kernel_held)
+{
+    CapshmRegion *r = make_held_region(1000);
+    kernel_holds(r);
+    store_released(env.s, r, true);
+    tick_when_due();
+    tick_when_due(); /* two questions after the close: at 2 and 10 ms */
+    ck_assert_uint_eq(probes(), 3);
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(store_next_due(env.s), 50 * MSEC);
+
+    /* Opened again: a handle holds it, nothing to ask. */
+    store_opened(env.s, r, false);
+    ck_assert(!r->kernel_held);
+    ck_assert(region_is_held(r));
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    ck_assert_uint_eq(r->probe_step, 0);
+    ck_assert_int_eq(store_next_due(env.s), -1);
+    for (int i = 0; i < 30; i++) {
+        advance(SEC);
+        ck_assert_int_eq(store_tick(env.s), -1);
+    }
+    ck_assert_uint_eq(probes(), 3);
+    ck_assert_uint_eq(env.unheld->len, 0); /* it never stopped being held */
+
+    /* Closed again while still mapped: the schedule starts over. */
+    store_released(env.s, r, false);
+    ck_assert_uint_eq(probes(), 4);
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(store_next_due(env.s), 2 * MSEC);
+    kernel_lets_go(r);
+    ck_assert_int_eq(tick_when_due(), 5 * SEC);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+    ck_assert_uint_eq(unheld_count(r), 1);
+
+    /* Reopened while lingering, closed with nothing else holding it. */
+    store_opened(env.s, r, true);
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    store_released(env.s, r, true);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+    ck_assert_uint_eq(probes(), 6);
+    ck_assert_uint_eq(unheld_count(r), 2);
+    ck_assert_int_eq(store_next_due(env.s), 5 * SEC);
+}
+END_TEST
+
+START_TEST(test_unheld_hook_once_per_transition)
+{
+    CapshmRegion *r = make_held_region(1000);
+    region_ref(r); /* to look at it after destruction */
+    CapshmRegion *other = make_held_region(1000);
+    store_opened(env.s, r, false);
+    store_released(env.s, r, false); /* not the last handle */
+    ck_assert_uint_eq(env.unheld->len, 0);
+
+    /* Held -> unheld at the last close. */
+    store_released(env.s, r, true);
+    ck_assert_uint_eq(unheld_count(r), 1);
+    ck_assert_uint_eq(env.unheld->len, 1);
+    advance(SEC);
+    store_tick(env.s);
+    ck_assert_uint_eq(unheld_count(r), 1);
+
+    /* Held by a handle, then by the kernel: no hook until the kernel lets go. */
+    store_opened(env.s, r, false);
+    kernel_holds(r);
+    store_released(env.s, r, false);
+    for (int i = 0; i < 10; i++)
+        tick_when_due();
+    ck_assert_uint_eq(unheld_count(r), 1);
+    kernel_lets_go(r);
+    tick_when_due();
+    ck_assert_uint_eq(unheld_count(r), 2);
+    /* Lingering, then destroyed: no more calls. */
+    advance(5 * SEC);
+    store_tick(env.s);
+    ck_assert(!region_is_alive(r));
+    ck_assert_uint_eq(unheld_count(r), 2);
+    ck_assert_uint_eq(unheld_count(other), 0);
+    ck_assert_uint_eq(env.unheld->len, 2);
+    g_autofree char *want = g_strdup_printf("u%" G_GUINT64_FORMAT " u%" G_GUINT64_FORMAT
+                                            " d%" G_GUINT64_FORMAT " ", r->ino, r->ino, r->ino);
+    ck_assert_str_eq(env.events->str, want);
+    region_unref(r);
+}
+END_TEST
+
+START_TEST(test_switch_to_cache_path)
+{
+    CapshmRegion *r = make_held_region(1000);
+    kernel_holds(r);
+    store_set_mappings_outlive_handles(env.s, false);
+    store_released(env.s, r, true);
+    ck_assert_uint_eq(probes(), 0);
+    ck_assert(!r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+}
+END_TEST
+
+/* store_tick asks at most 256 questions, and says when more are due. */
+START_TEST(test_tick_probe_batch)
+{
+    teardown();
+    env_start(true, "max_regions=400");
+    enum { N = 300, BATCH = 256 };
+    CapshmRegion *rs[N];
+    for (int i = 0; i < N; i++) {
+        rs[i] = make_held_region(1000);
+        kernel_holds(rs[i]);
+    }
+    for (int i = 0; i < N; i++)
+        store_released(env.s, rs[i], true); /* each close asks at once */
+    ck_assert_uint_eq(probes(), N);
+    ck_assert_uint_eq(store_count_in_state(env.s, REGION_LIVE), N);
+    ck_assert_int_eq(store_next_due(env.s), 2 * MSEC);
+
+    advance(2 * MSEC);
+    ck_assert_int_eq(store_tick(env.s), 0); /* more are due */
+    ck_assert_uint_eq(probes(), N + BATCH);
+    ck_assert_int_eq(store_next_due(env.s), 0);
+    ck_assert_int_eq(store_tick(env.s), 10 * MSEC);
+    ck_assert_uint_eq(probes(), 2 * N);
+    for (int i = 0; i < N; i++)
+        ck_assert_uint_eq(rs[i]->probe_step, 2);
+    ck_assert_int_eq(store_tick(env.s), 10 * MSEC); /* none due: none asked */
+    ck_assert_uint_eq(probes(), 2 * N);
+
+    /* The same bound once they are asked once a second. */
+    for (int step = 0; step < 3; step++) {
+        unsigned before = probes();
+        advance(store_next_due(env.s));
+        ck_assert_int_eq(store_tick(env.s), 0);
+        ck_assert_uint_eq(probes(), before + BATCH);
+        ck_assert_int_gt(store_tick(env.s), 0);
+        ck_assert_uint_eq(probes(), before + N);
+    }
+    advance(store_next_due(env.s));
+    store_tick(env.s);
+    store_tick(env.s);
+    for (int i = 0; i < N; i++)
+        ck_assert_uint_gt(rs[i]->probe_step, 4);
+    unsigned before = probes();
+    ck_assert_int_eq(store_next_due(env.s), SEC);
+    advance(SEC);
+    ck_assert_int_eq(store_tick(env.s), 0);
+    ck_assert_uint_eq(probes(), before + BATCH);
+    ck_assert_int_eq(store_tick(env.s), SEC);
+    ck_assert_uint_eq(probes(), before + N);
+    ck_assert_uint_eq(store_count_in_state(env.s, REGION_LIVE), N);
+
+    /* All let go: they linger, in two batches. */
+    g_hash_table_remove_all(env.fk.held);
+    advance(SEC);
+    ck_assert_int_eq(store_tick(env.s), 0);
+    ck_assert_uint_eq(store_count_in_state(env.s, REGION_LINGERING), BATCH);
+    ck_assert_int_eq(store_tick(env.s), 5 * SEC);
+    ck_assert_uint_eq(store_count_in_state(env.s, REGION_LINGERING), N);
+    ck_assert_uint_eq(env.unheld->len, N);
+    advance(5 * SEC);
+    ck_assert_int_eq(store_tick(env.s), -1);
+    ck_assert_uint_eq(store_region_count(env.s), 0);
 }
 END_TEST
 
 START_TEST(test_store_free_destroys_all)
 {
-    CapshmRegion *a = make_held_region(1000, 100);         /* held */
-    CapshmRegion *b = make_held_region(1000, 101);
-    store_released(env.s, b, 101, true);                  /* lingering */
-    CapshmRegion *c = make_held_region(1001, 102);
+    CapshmRegion *a = make_held_region(1000);         /* held */
+    CapshmRegion *b = make_held_region(1000);
+    store_released(env.s, b, true);                  /* lingering */
+    CapshmRegion *c = make_held_region(1001);
     store_set_pinned(env.s, c, true);
-    store_released(env.s, c, 102, true);                  /* pinned */
-    CapshmRegion *d = make_held_region(1001, 4200);
-    fake_map(4200, d->ino);
-    store_released(env.s, d, 4200, true);                 /* mapped only */
-    ck_assert_uint_eq(watched_count(4200), 1);
+    store_released(env.s, c, true);                  /* pinned */
+    CapshmRegion *d = make_held_region(1001);
+    ck_assert_int_ge(store_backing_fd(env.s, d), 0); /* lent for passthrough */
+    kernel_holds(d);
+    store_released(env.s, d, true);                  /* held by the kernel only */
+    ck_assert(d->kernel_held);
+    CapshmRegion *e = make_held_region(1002);
+    kernel_holds(e);
+    store_released(env.s, e, true);
+    ck_assert_int_eq(store_unlink(env.s, e), 0);     /* ... and unlinked */
     char spare[NAMES_BUF];
     ck_assert_int_eq(store_mint(env.s, 1002, spare), 0);  /* a pending mint */
+    unsigned asked = probes();
 
     region_ref(a); /* as the FUSE layer would, for an open file */
+    region_ref(d);
     store_free(env.s);
     env.s = NULL;
-    ck_assert_uint_eq(env.destroyed->len, 4);
-    CapshmRegion *want[] = { a, b, c, d };
-    for (guint i = 0; i < 4; i++) {
+    ck_assert_uint_eq(env.destroyed->len, 5);
+    CapshmRegion *want[] = { a, b, c, d, e };
+    for (guint i = 0; i < G_N_ELEMENTS(want); i++) {
         guint hits = 0;
         for (guint j = 0; j < env.destroyed->len; j++)
             hits += env.destroyed->pdata[j] == want[i];
         ck_assert_uint_eq(hits, 1);
     }
-    assert_watches_balanced();
+    ck_assert_uint_eq(probes(), asked); /* nobody asked on the way out */
     ck_assert_int_eq(a->state, REGION_DESTROYED);
     ck_assert_int_eq(a->fd, -1);
+    ck_assert_int_eq(d->state, REGION_DESTROYED);
+    ck_assert_int_eq(d->fd, -1);
+    ck_assert_int_eq(d->anchor_fd, -1);
     region_unref(a);
+    region_unref(d);
 }
 END_TEST
 
@@ -1030,7 +1352,7 @@ END_TEST
 START_TEST(test_resize_quota)
 {
     Quota *q = store_quota(env.s);
-    CapshmRegion *r = make_held_region(1000, 100);
+    CapshmRegion *r = make_held_region(1000);
     ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
     ck_assert_uint_eq(r->size, 4096);
     ck_assert_uint_eq(bytes_size(r), 4096);
@@ -1048,9 +1370,9 @@ START_TEST(test_resize_quota)
     ck_assert_int_eq(store_resize(env.s, r, 512 * KiB), 0); /* exactly the quota */
 
     /* Past the mount's size while within the uid's quota. */
-    CapshmRegion *b = make_held_region(1001, 101);
+    CapshmRegion *b = make_held_region(1001);
     ck_assert_int_eq(store_resize(env.s, b, 400 * KiB), 0);
-    CapshmRegion *c = make_held_region(1002, 102);
+    CapshmRegion *c = make_held_region(1002);
     ck_assert_int_eq(store_resize(env.s, c, 113 * KiB), -ENOSPC);
     ck_assert_uint_eq(c->size, 0);
     ck_assert_int_eq(store_resize(env.s, c, 112 * KiB), 0);
@@ -1072,7 +1394,7 @@ END_TEST
 START_TEST(test_write_accounting)
 {
     Quota *q = store_quota(env.s);
-    CapshmRegion *r = make_held_region(1000, 100);
+    CapshmRegion *r = make_held_region(1000);
     uint64_t end = 0;
 
     /* A full write from 0. */
@@ -1126,17 +1448,184 @@ START_TEST(test_write_accounting)
 }
 END_TEST
 
+/* Writes in flight at once (their copies run without the core lock). */
+START_TEST(test_concurrent_writes_charge_growth_once)
+{
+    Quota *q = store_quota(env.s);
+    CapshmRegion *r = make_held_region(1000);
+    uint64_t e1 = 0, e2 = 0;
+
+    /* Overlapping growth: [0,100) and [50,150) charge 150, not 200. */
+    ck_assert_int_eq(store_write_begin(env.s, r, 0, 100, &e1), 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 100);
+    ck_assert_int_eq(store_write_begin(env.s, r, 50, 100, &e2), 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 150);
+    ck_assert_uint_eq(r->writes_in_flight, 2);
+    ck_assert_uint_eq(r->size, 0); /* EOF moves only when bytes land */
+    store_write_done(env.s, r, 0, 100, e1);
+    ck_assert_uint_eq(r->size, 100);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 150); /* still reserved */
+    store_write_done(env.s, r, 50, 100, e2);
+    ck_assert_uint_eq(r->size, 150);
+    ck_assert_uint_eq(r->writes_in_flight, 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 150);
+    ck_assert_uint_eq(quota_total_bytes(q), 150);
+
+    /* The same range twice: charged once. */
+    ck_assert_int_eq(store_write_begin(env.s, r, 150, 50, &e1), 0);
+    ck_assert_int_eq(store_write_begin(env.s, r, 150, 50, &e2), 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 200);
+    store_write_done(env.s, r, 150, 50, e2);
+    store_write_done(env.s, r, 150, 50, e1);
+    ck_assert_uint_eq(r->size, 200);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 200);
+
+    /* A write inside another's reservation charges nothing more, and may
+     * settle first. */
+    ck_assert_int_eq(store_write_begin(env.s, r, 0, 1000, &e1), 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 1000);
+    ck_assert_int_eq(store_write_begin(env.s, r, 500, 100, &e2), 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 1000);
+    store_write_done(env.s, r, 500, 100, e2);
+    ck_assert_uint_eq(r->size, 600);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 1000);
+    store_write_done(env.s, r, 0, 1000, e1);
+    ck_assert_uint_eq(r->size, 1000);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 1000);
+    ck_assert_uint_eq(r->write_reserved_end, 0);
+
+    /* Growth past the quota counts what the others reserved. */
+    ck_assert_int_eq(store_write_begin(env.s, r, 0, 300 * KiB, &e1), 0);
+    ck_assert_int_eq(store_write_begin(env.s, r, 0, 300 * KiB, &e2), 0); /* no more */
+    uint64_t e3 = 0;
+    ck_assert_int_eq(store_write_begin(env.s, r, 300 * KiB, 300 * KiB, &e3), -EDQUOT);
+    ck_assert_uint_eq(r->writes_in_flight, 2); /* the refused one is not in flight */
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 300 * KiB);
+    store_write_done(env.s, r, 0, 300 * KiB, e1);
+    store_write_done(env.s, r, 0, 300 * KiB, e2);
+    ck_assert_uint_eq(r->size, 300 * KiB);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 300 * KiB);
+}
+END_TEST
+
+START_TEST(test_failed_write_released_when_last_settles)
+{
+    Quota *q = store_quota(env.s);
+    CapshmRegion *r = make_held_region(1000);
+    uint64_t ea = 0, eb = 0;
+
+    /* b fails while a is still in flight: b's growth stays reserved until
+     * a settles, then what nobody wrote goes back. */
+    ck_assert_int_eq(store_write_begin(env.s, r, 0, 100, &ea), 0);
+    ck_assert_int_eq(store_write_begin(env.s, r, 100, 100, &eb), 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 200);
+    store_write_done(env.s, r, 100, 0, eb);
+    ck_assert_uint_eq(r->size, 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 200);
+    store_write_done(env.s, r, 0, 100, ea);
+    ck_assert_uint_eq(r->size, 100);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 100);
+
+    /* The failed write settles last. */
+    ck_assert_int_eq(store_write_begin(env.s, r, 100, 100, &ea), 0);
+    ck_assert_int_eq(store_write_begin(env.s, r, 200, 100, &eb), 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 300);
+    store_write_done(env.s, r, 100, 100, ea);
+    ck_assert_uint_eq(r->size, 200);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 300);
+    store_write_done(env.s, r, 200, 0, eb);
+    ck_assert_uint_eq(r->size, 200);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 200);
+
+    /* Both fail; a short write among them. */
+    ck_assert_int_eq(store_write_begin(env.s, r, 1000, 100, &ea), 0);
+    ck_assert_int_eq(store_write_begin(env.s, r, 5000, 100, &eb), 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 5100);
+    store_write_done(env.s, r, 5000, 0, eb);
+    store_write_done(env.s, r, 1000, 0, ea);
+    ck_assert_uint_eq(r->size, 200);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 200);
+    ck_assert_int_eq(store_write_begin(env.s, r, 200, 100, &ea), 0);
+    ck_assert_int_eq(store_write_begin(env.s, r, 250, 100, &eb), 0);
+    store_write_done(env.s, r, 250, 20, eb);
+    store_write_done(env.s, r, 200, 10, ea);
+    ck_assert_uint_eq(r->size, 270);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 270);
+    ck_assert_uint_eq(quota_total_bytes(q), 270);
+    ck_assert_uint_eq(r->writes_in_flight, 0);
+}
+END_TEST
+
+/* A truncate (SETATTR size: store_resize under the core lock) or a chown
+ * can come while a write's copy runs without the lock (cfs_write_buf,
+ * cfs_fallocate).  Once every write settled, what is charged must be the
+ * region's size, to its owner.  These fail against the store as it is:
+ * store_resize charges/releases from r->size without regard to the growth
+ * writes in flight reserved (grow: charged twice, a leak; shrink: the
+ * write's bytes end up uncharged, a quota bypass, and quota_release_bytes
+ * underflows when the region goes), and store_chown moves r->size but not
+ * the reservation.  Tagged "write-races": CK_EXCLUDE_TAGS=write-races
+ * leaves them out. */
+START_TEST(test_resize_during_write_grow)
+{
+    Quota *q = store_quota(env.s);
+    CapshmRegion *r = make_held_region(1000);
+    uint64_t e = 0;
+    ck_assert_int_eq(store_write_begin(env.s, r, 0, 100, &e), 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 100);
+    ck_assert_int_eq(store_resize(env.s, r, 50), 0); /* inside the reservation */
+    store_write_done(env.s, r, 0, 100, e);
+    ck_assert_uint_eq(r->size, 100);
+    ck_assert_msg(quota_usage(q, 1000).bytes == r->size,
+                  "charged %" G_GUINT64_FORMAT " for a region of %" G_GUINT64_FORMAT " bytes",
+                  quota_usage(q, 1000).bytes, r->size);
+}
+END_TEST
+
+START_TEST(test_resize_during_write_shrink)
+{
+    Quota *q = store_quota(env.s);
+    CapshmRegion *r = make_held_region(1000);
+    ck_assert_int_eq(store_resize(env.s, r, 200), 0);
+    uint64_t e = 0;
+    ck_assert_int_eq(store_write_begin(env.s, r, 150, 100, &e), 0);
+    ck_assert_uint_eq(quota_usage(q, 1000).bytes, 250);
+    ck_assert_int_eq(store_resize(env.s, r, 0), 0);
+    store_write_done(env.s, r, 150, 100, e);
+    ck_assert_uint_eq(r->size, 250);
+    ck_assert_msg(quota_usage(q, 1000).bytes == r->size,
+                  "charged %" G_GUINT64_FORMAT " for a region of %" G_GUINT64_FORMAT " bytes",
+                  quota_usage(q, 1000).bytes, r->size);
+}
+END_TEST
+
+START_TEST(test_chown_during_write)
+{
+    Quota *q = store_quota(env.s);
+    CapshmRegion *r = make_held_region(1000);
+    uint64_t e = 0;
+    ck_assert_int_eq(store_write_begin(env.s, r, 0, 100, &e), 0);
+    ck_assert_int_eq(store_chown(env.s, r, 1001, 1001), 0);
+    store_write_done(env.s, r, 0, 100, e);
+    ck_assert_uint_eq(r->size, 100);
+    ck_assert_msg(quota_usage(q, 1000).bytes == 0 && quota_usage(q, 1001).bytes == 100,
+                  "uid 1000 charged %" G_GUINT64_FORMAT ", uid 1001 (the owner) %" G_GUINT64_FORMAT
+                  " for a region of 100 bytes",
+                  quota_usage(q, 1000).bytes, quota_usage(q, 1001).bytes);
+}
+END_TEST
+
 START_TEST(test_seal)
 {
     CapshmRegion *r = make_region(1000);
-    store_opened(env.s, r, 100, false);
+    store_opened(env.s, r, false);
     ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
     ck_assert_int_eq(pwrite(store_data_fd(env.s, r), "hello", 5, 0), 5);
-    store_opened(env.s, r, 101, true);
+    store_opened(env.s, r, true);
     ck_assert_uint_eq(r->writable_opens, 1);
     ck_assert_int_eq(store_seal(env.s, r), -EBUSY);
     ck_assert(!r->sealed);
-    store_released(env.s, r, 101, true);
+    store_released(env.s, r, true);
     ck_assert_uint_eq(r->writable_opens, 0);
 
     ck_assert_int_eq(store_seal(env.s, r), 0);
@@ -1164,7 +1653,7 @@ END_TEST
 START_TEST(test_chown_moves_quota)
 {
     Quota *q = store_quota(env.s);
-    CapshmRegion *r = make_held_region(1000, 100);
+    CapshmRegion *r = make_held_region(1000);
     ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
 
     ck_assert_int_eq(store_chown(env.s, r, 1001, 77), 0);
@@ -1182,7 +1671,7 @@ START_TEST(test_chown_moves_quota)
     ck_assert_uint_eq(quota_usage(q, 1001).bytes, 4096);
 
     /* A new owner without room for the bytes: nothing changes. */
-    CapshmRegion *big = make_held_region(1002, 102);
+    CapshmRegion *big = make_held_region(1002);
     ck_assert_int_eq(store_resize(env.s, big, 510 * KiB), 0);
     ck_assert_int_eq(store_chown(env.s, r, 1002, 5), -EDQUOT);
     ck_assert_uint_eq(r->uid, 1001);
@@ -1195,7 +1684,7 @@ START_TEST(test_chown_moves_quota)
 
     /* A new owner at max_regions: nothing changes. */
     for (int i = 0; i < 3; i++)
-        make_held_region(1002, 102);
+        make_held_region(1002);
     ck_assert_int_eq(store_resize(env.s, r, 0), 0);
     ck_assert_int_eq(store_chown(env.s, r, 1002, 5), -EDQUOT);
     ck_assert_uint_eq(r->uid, 1001);
@@ -1204,7 +1693,7 @@ START_TEST(test_chown_moves_quota)
 
     /* Destruction releases the new owner's charge. */
     ck_assert_int_eq(store_resize(env.s, r, 1000), 0);
-    store_released(env.s, r, 100, true);
+    store_released(env.s, r, true);
     advance(5 * SEC);
     store_tick(env.s);
     ck_assert_uint_eq(quota_usage(q, 1001).regions, 0);
@@ -1329,21 +1818,21 @@ END_TEST
 
 START_TEST(test_stats_json)
 {
-    CapshmRegion *r = make_held_region(1000, 100);
+    CapshmRegion *r = make_held_region(1000);
     ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
-    CapshmRegion *l = make_held_region(1000, 100);
+    CapshmRegion *l = make_held_region(1000);
     ck_assert_int_eq(store_resize(env.s, l, 100), 0);
-    store_released(env.s, l, 100, true);                 /* lingering */
-    CapshmRegion *p = make_held_region(2000, 200);
+    store_released(env.s, l, true);                 /* lingering */
+    CapshmRegion *p = make_held_region(2000);
     store_set_pinned(env.s, p, true);
-    store_released(env.s, p, 200, true);                 /* pinned */
+    store_released(env.s, p, true);                 /* pinned */
     char spare[NAMES_BUF];
     ck_assert_int_eq(store_mint(env.s, 3000, spare), 0);
     advance(60 * SEC);
     store_tick(env.s); /* expires the mint and destroys l */
-    CapshmRegion *gone = make_held_region(1000, 100);
+    CapshmRegion *gone = make_held_region(1000);
     ck_assert_int_eq(store_unlink(env.s, gone), 0);
-    store_released(env.s, gone, 100, true);
+    store_released(env.s, gone, true);
 
     g_autofree char *js = store_stats_json(env.s, 1000, false, "cache", "io_uring", 42);
     ck_assert(json_valid(js));
@@ -1374,7 +1863,7 @@ START_TEST(test_stats_json)
     ck_assert_has(root, "{\"uid\":2000,\"regions\":1,\"bytes\":0");
 
     /* A lingering region counts as a live region and as lingering. */
-    store_released(env.s, r, 100, true);
+    store_released(env.s, r, true);
     g_autofree char *after = store_stats_json(env.s, 1000, false, "cache", "device", 0);
     ck_assert(json_valid(after));
     ck_assert_has(after, "\"regions\":2,");
@@ -1408,12 +1897,12 @@ open_fd_count(void)
 START_TEST(test_tmpfs_idle_region_holds_no_fd)
 {
     CapshmRegion *r = make_region(1000);
-    store_opened(env.s, r, 100, true);
+    store_opened(env.s, r, true);
     ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
     int fd = store_data_fd(env.s, r);
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(pwrite(fd, "abc", 3, 0), 3);
-    store_released(env.s, r, 100, true);
+    store_released(env.s, r, true);
     /* Nobody has it open: no fd, but the bytes stay while it lingers. */
     ck_assert_int_eq(r->fd, -1);
     ck_assert_int_eq(r->state, REGION_LINGERING);
@@ -1423,12 +1912,12 @@ START_TEST(test_tmpfs_idle_region_holds_no_fd)
     ck_assert_int_eq(store_region_blocks(env.s, r, &blocks), 0);
     ck_assert_int_gt(blocks, 0);
     /* Opened again: the same bytes. */
-    store_opened(env.s, r, 101, false);
+    store_opened(env.s, r, false);
     char buf[3];
     ck_assert_int_eq(pread(store_data_fd(env.s, r), buf, 3, 0), 3);
     ck_assert_int_eq(memcmp(buf, "abc", 3), 0);
     /* A truncate by path (no open) does not leave an fd behind. */
-    store_released(env.s, r, 101, false);
+    store_released(env.s, r, false);
     ck_assert_int_eq(store_resize(env.s, r, 8192), 0);
     ck_assert_int_eq(r->fd, -1);
     ck_assert_uint_eq(bytes_size(r), 8192);
@@ -1440,10 +1929,10 @@ START_TEST(test_tmpfs_many_regions_cost_no_fds)
     int before = open_fd_count();
     for (int i = 0; i < 300; i++) {
         CapshmRegion *r = make_region(1000 + (uid_t)(i % 100));
-        store_opened(env.s, r, 100, true);
+        store_opened(env.s, r, true);
         ck_assert_int_eq(store_resize(env.s, r, 1), 0);
         store_set_pinned(env.s, r, true);
-        store_released(env.s, r, 100, true);
+        store_released(env.s, r, true);
         ck_assert_int_eq(r->state, REGION_PINNED);
     }
     ck_assert_uint_eq(store_region_count(env.s), 300);
@@ -1454,7 +1943,7 @@ END_TEST
 START_TEST(test_tmpfs_seal_sees_other_writers)
 {
     CapshmRegion *r = make_region(1000);
-    store_opened(env.s, r, 100, false);
+    store_opened(env.s, r, false);
     ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
     /* A writable file of the region that the store does not account: what
      * a writable mapping left behind by a closed passthrough open is. */
@@ -1469,11 +1958,16 @@ START_TEST(test_tmpfs_seal_sees_other_writers)
     int fd = store_data_fd(env.s, r);
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
-    /* A read-only file never counts as a writer. */
-    int reader = store_open_backing(env.s, r);
-    ck_assert_int_ge(reader, 0);
-    ck_assert_int_eq(fcntl(reader, F_GETFL) & O_ACCMODE, O_RDONLY);
-    close(reader);
+    /* The file lent for passthrough is read-only: it is borrowed, stays
+     * the same while lent, and never counts as a writer. */
+    int backing = store_backing_fd(env.s, r);
+    ck_assert_int_ge(backing, 0);
+    ck_assert_int_eq(store_backing_fd(env.s, r), backing);
+    ck_assert_int_eq(fcntl(backing, F_GETFL) & O_ACCMODE, O_RDONLY);
+    CapshmRegion *r2 = make_region(1000);
+    store_opened(env.s, r2, false);
+    ck_assert_int_ge(store_backing_fd(env.s, r2), 0);
+    ck_assert_int_eq(store_seal(env.s, r2), 0);
 }
 END_TEST
 
@@ -1489,6 +1983,324 @@ START_TEST(test_tmpfs_destroy_removes_file)
     ck_assert_int_eq(storage_stat(store_storage(env.s), ino, &st), -ENOENT);
     ck_assert_int_eq(store_data_fd(env.s, r), -ENOENT);
     region_unref(r);
+}
+END_TEST
+
+/* The file lent by store_backing_fd stays open while the kernel holds the
+ * region, is what the kernel is asked about, and is closed right after the
+ * unheld hook ran. */
+START_TEST(test_tmpfs_backing_fd_lent_while_held)
+{
+    CapshmRegion *r = make_held_region(1000);
+    int anchor = store_backing_fd(env.s, r);
+    ck_assert_int_ge(anchor, 0);
+    ck_assert_int_eq(r->anchor_fd, anchor);
+    ck_assert_int_eq(store_backing_fd(env.s, r), anchor);
+    ck_assert_int_eq(fcntl(anchor, F_GETFL) & O_ACCMODE, O_RDONLY);
+    ck_assert_int_ge(r->fd, 0);
+
+    kernel_holds(r);
+    store_released(env.s, r, true);
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(env.fk.last_own_fd, anchor);
+    /* The store's writable data fd is closed before it asks: its own
+     * writer would count as a holder. */
+    ck_assert_int_eq(r->fd, -1);
+    ck_assert_int_eq(r->anchor_fd, anchor);
+    ck_assert_int_ne(fcntl(anchor, F_GETFD), -1);
+    tick_when_due();
+    ck_assert_int_eq(env.fk.last_own_fd, anchor);
+
+    kernel_lets_go(r);
+    tick_when_due();
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+    ck_assert_int_eq(env.anchor_at_unheld, anchor); /* still open in the hook */
+    ck_assert_int_eq(r->anchor_fd, -1);
+    errno = 0;
+    ck_assert_int_eq(fcntl(anchor, F_GETFD), -1);
+    ck_assert_int_eq(errno, EBADF);
+
+    /* Never lent: the store asks without a file of its own. */
+    CapshmRegion *q = make_held_region(1000);
+    store_released(env.s, q, true);
+    ck_assert_int_eq(env.fk.last_own_fd, -1);
+    ck_assert_int_eq(q->anchor_fd, -1);
+    ck_assert_int_eq(env.anchor_at_unheld, -1);
+}
+END_TEST
+
+/* --- the real kernel's answer (tmpfs storage, default probe) ------------------ */
+
+/* A file of @r of our own, as the kernel opens for a client's passthrough
+ * open: tmpfs storage opens the region's file again, a memfd is reopened
+ * through /proc. */
+static int
+open_region_file(CapshmRegion *r, int flags)
+{
+    int fd;
+    if (storage_needs_open_fd(store_storage(env.s))) {
+        char path[64];
+        ck_assert_int_ge(r->fd, 0);
+        snprintf(path, sizeof path, "/proc/self/fd/%d", r->fd);
+        fd = open(path, flags | O_CLOEXEC);
+    } else {
+        fd = storage_open(store_storage(env.s), r->ino, flags);
+    }
+    ck_assert_int_ge(fd, 0);
+    return fd;
+}
+
+/* Map @r's file (via a file of our own) and close that file: only the
+ * mapping holds it then. */
+static void *
+map_region(CapshmRegion *r, int flags, int prot)
+{
+    int fd = open_region_file(r, flags);
+    void *m = mmap(NULL, 4096, prot, MAP_SHARED, fd, 0);
+    ck_assert_ptr_ne(m, MAP_FAILED);
+    close(fd);
+    return m;
+}
+
+START_TEST(test_kernel_mapping_holds)
+{
+    CapshmRegion *r = make_held_region(1000);
+    ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
+    ck_assert_int_eq(pwrite(store_data_fd(env.s, r), "held", 4, 0), 4);
+    int anchor = store_backing_fd(env.s, r);
+    ck_assert_int_ge(anchor, 0);
+    char *m = map_region(r, O_RDONLY, PROT_READ);
+
+    store_released(env.s, r, true);
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    ck_assert_int_eq(r->anchor_fd, anchor);
+    ck_assert_uint_eq(env.unheld->len, 0);
+    for (int i = 0; i < 6; i++)
+        tick_when_due();
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    ck_assert_int_eq(memcmp(m, "held", 4), 0);
+
+    ck_assert_int_eq(munmap(m, 4096), 0);
+    ck_assert(r->kernel_held); /* until the next question */
+    ck_assert_int_eq(tick_when_due(), 5 * SEC);
+    ck_assert(!r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+    ck_assert_uint_eq(unheld_count(r), 1);
+    ck_assert_int_eq(env.anchor_at_unheld, anchor);
+    ck_assert_int_eq(r->anchor_fd, -1);
+}
+END_TEST
+
+START_TEST(test_kernel_not_held_when_nothing_open)
+{
+    /* Lent backing file or not, nothing else open: free at the close. */
+    CapshmRegion *a = make_held_region(1000);
+    ck_assert_int_ge(store_backing_fd(env.s, a), 0);
+    store_released(env.s, a, true);
+    ck_assert(!a->kernel_held);
+    ck_assert_int_eq(a->state, REGION_LINGERING);
+    CapshmRegion *b = make_held_region(1000);
+    store_released(env.s, b, true);
+    ck_assert(!b->kernel_held);
+    ck_assert_int_eq(b->state, REGION_LINGERING);
+    /* Unlinked with nothing open: destroyed at the close. */
+    CapshmRegion *c = make_held_region(1000);
+    ck_assert_int_ge(store_backing_fd(env.s, c), 0);
+    ck_assert_int_eq(store_unlink(env.s, c), 0);
+    store_released(env.s, c, true);
+    ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
+    ck_assert_uint_eq(env.unheld->len, 3);
+}
+END_TEST
+
+START_TEST(test_kernel_open_file_holds)
+{
+    /* An open file without any mapping holds it too (it could map later). */
+    CapshmRegion *r = make_held_region(1000);
+    ck_assert_int_ge(store_backing_fd(env.s, r), 0);
+    int fd = storage_open(store_storage(env.s), r->ino, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    store_released(env.s, r, true);
+    ck_assert(r->kernel_held);
+    tick_when_due();
+    ck_assert(r->kernel_held);
+    close(fd);
+    tick_when_due();
+    ck_assert(!r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+
+    /* A writable mapping, and no file lent: held the same way. */
+    CapshmRegion *w = make_held_region(1000);
+    ck_assert_int_eq(store_resize(env.s, w, 4096), 0);
+    char *m = map_region(w, O_RDWR, PROT_READ | PROT_WRITE);
+    m[0] = 'x';
+    store_released(env.s, w, true);
+    ck_assert(w->kernel_held);
+    ck_assert_int_eq(w->anchor_fd, -1);
+    ck_assert_int_eq(munmap(m, 4096), 0);
+    tick_when_due();
+    ck_assert(!w->kernel_held);
+    ck_assert_int_eq(w->state, REGION_LINGERING);
+}
+END_TEST
+
+START_TEST(test_kernel_unlinked_mapped_region_stays_charged)
+{
+    CapshmRegion *r = make_held_region(1000);
+    ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
+    ck_assert_int_ge(store_backing_fd(env.s, r), 0);
+    uint64_t ino = r->ino;
+    char *m = map_region(r, O_RDONLY, PROT_READ);
+    store_released(env.s, r, true);
+    ck_assert_int_eq(store_unlink(env.s, r), 0);
+    for (int i = 0; i < 6; i++)
+        tick_when_due();
+    ck_assert(region_is_alive(r));
+    ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).bytes, 4096);
+    struct stat st;
+    ck_assert_int_eq(storage_stat(store_storage(env.s), ino, &st), 0);
+    ck_assert_int_eq(munmap(m, 4096), 0);
+    region_ref(r);
+    ck_assert_int_eq(tick_when_due(), -1);
+    ck_assert_int_eq(r->state, REGION_DESTROYED);
+    ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).bytes, 0);
+    ck_assert_int_eq(storage_stat(store_storage(env.s), ino, &st), -ENOENT);
+    region_unref(r);
+}
+END_TEST
+
+/* A child process that maps @r's file (or, with !map, only keeps a file of
+ * it open), closes every other fd, tells us through a pipe, and waits to be
+ * killed. */
+static pid_t
+spawn_holder(CapshmRegion *r, bool map)
+{
+    int fd = open_region_file(r, O_RDWR);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        char c = 'k';
+        if (map) {
+            void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            if (m == MAP_FAILED)
+                c = 'f';
+        }
+        /* Nothing of the parent's but the mapping (or this one file): the
+         * store's own files, inherited, would hold the region too. */
+        for (int i = 3; i < 4096; i++)
+            if (i != p[1] && (map || i != fd))
+                close(i);
+        if (write(p[1], &c, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(p[1]);
+    close(fd);
+    char c = 0;
+    ck_assert_int_eq(read(p[0], &c, 1), 1);
+    close(p[0]);
+    ck_assert_int_eq(c, 'k');
+    return pid;
+}
+
+static void
+kill_and_reap(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+}
+
+START_TEST(test_kernel_child_mapping_holds)
+{
+    CapshmRegion *r = make_held_region(1000);
+    ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
+    int anchor = store_backing_fd(env.s, r);
+    ck_assert_int_ge(anchor, 0);
+    pid_t child = spawn_holder(r, true);
+    store_released(env.s, r, true);
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    for (int i = 0; i < 6; i++)
+        tick_when_due();
+    ck_assert(r->kernel_held);
+    kill_and_reap(child); /* and with it its mapping */
+    ck_assert_int_eq(tick_when_due(), 5 * SEC);
+    ck_assert(!r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+    ck_assert_uint_eq(unheld_count(r), 1);
+    ck_assert_int_eq(r->anchor_fd, -1);
+
+    /* A child with only an open file holds it as well. */
+    store_opened(env.s, r, false);
+    child = spawn_holder(r, false);
+    store_released(env.s, r, false);
+    ck_assert(r->kernel_held);
+    tick_when_due();
+    ck_assert(r->kernel_held);
+    kill_and_reap(child);
+    tick_when_due();
+    ck_assert(!r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+}
+END_TEST
+
+/* The same questions about a memfd (memfd storage, the fallback where the
+ * daemon may not mount a tmpfs). */
+START_TEST(test_kernel_memfd)
+{
+    /* Nothing else open: free at the close. */
+    CapshmRegion *a = make_held_region(1000);
+    ck_assert_int_eq(store_backing_fd(env.s, a), a->fd);
+    store_released(env.s, a, true);
+    ck_assert(!a->kernel_held);
+    ck_assert_int_eq(a->state, REGION_LINGERING);
+    ck_assert_int_eq(store_unlink(env.s, a), 0); /* gone: out of the way */
+    ck_assert_uint_eq(store_counters(env.s).destroyed, 1);
+
+    /* A mapping holds it until it goes. */
+    CapshmRegion *r = make_held_region(1000);
+    ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
+    char *m = map_region(r, O_RDONLY, PROT_READ);
+    store_released(env.s, r, true);
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LIVE);
+    for (int i = 0; i < 6; i++)
+        tick_when_due();
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(munmap(m, 4096), 0);
+    ck_assert_int_eq(tick_when_due(), 5 * SEC);
+    ck_assert(!r->kernel_held);
+    ck_assert_int_eq(r->state, REGION_LINGERING);
+    ck_assert(bytes_exist(r));
+
+    /* So does an open file, and a writable mapping in another process. */
+    store_opened(env.s, r, false);
+    int fd = open_region_file(r, O_RDONLY);
+    store_released(env.s, r, false);
+    ck_assert(r->kernel_held);
+    close(fd);
+    tick_when_due();
+    ck_assert(!r->kernel_held);
+    store_opened(env.s, r, true);
+    pid_t child = spawn_holder(r, true);
+    store_released(env.s, r, true);
+    ck_assert(r->kernel_held);
+    ck_assert_int_eq(store_unlink(env.s, r), 0);
+    tick_when_due();
+    ck_assert(region_is_alive(r));
+    ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).bytes, 4096);
+    kill_and_reap(child);
+    ck_assert_int_eq(tick_when_due(), -1);
+    ck_assert_uint_eq(store_counters(env.s).destroyed, 2);
+    ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).bytes, 0);
+    ck_assert_uint_eq(env.unheld->len, 4);
 }
 END_TEST
 
@@ -1556,6 +2368,22 @@ may_mount(void)
     return (eff >> 21) & 1; /* CAP_SYS_ADMIN */
 }
 
+/* The kernel probe asks with file leases, which fs.leases-enable can turn
+ * off (then the daemon falls back to memfd storage, and nothing can tell
+ * whether a region is still mapped). */
+static bool
+leases_enabled(void)
+{
+    FILE *f = fopen("/proc/sys/fs/leases-enable", "r");
+    int on = 1;
+    if (f) {
+        if (fscanf(f, "%d", &on) != 1)
+            on = 1;
+        fclose(f);
+    }
+    return on != 0;
+}
+
 Suite *
 store_suite(void)
 {
@@ -1580,32 +2408,53 @@ store_suite(void)
     tcase_add_test(tc, test_linger_zero);
     tcase_add_test(tc, test_created_but_never_opened_lingers);
     tcase_add_test(tc, test_reopen_cancels_linger);
-    tcase_add_test(tc, test_holders_counted);
+    tcase_add_test(tc, test_handles_counted);
     tcase_add_test(tc, test_pinned_never_expires);
     tcase_add_test(tc, test_pin_during_linger);
     tcase_add_test(tc, test_unlink_held);
     tcase_add_test(tc, test_unlink_unheld);
-    tcase_add_test(tc, test_cache_mode_ignores_mappings);
+    tcase_add_test(tc, test_cache_path_never_probes);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("mappings");
+    /* Passthrough: the (fake) kernel decides once the last handle closed. */
+    tc = tcase_create("kernel-held");
     tcase_add_checked_fixture(tc, setup_passthrough, teardown);
-    tcase_add_test(tc, test_mapper_keeps_live_until_poll);
-    tcase_add_test(tc, test_mapper_exit_starts_linger);
-    tcase_add_test(tc, test_opener_not_mapping_lingers);
-    tcase_add_test(tc, test_mapper_via_ro_name);
-    tcase_add_test(tc, test_threads_of_one_mapper_watched_once);
-    tcase_add_test(tc, test_mapper_then_reopen_then_exit);
-    tcase_add_test(tc, test_scan_all_rescues_unknown_mapper);
+    tcase_add_test(tc, test_kernel_held_after_last_close);
+    tcase_add_test(tc, test_kernel_lets_go_starts_linger);
+    tcase_add_test(tc, test_not_held_at_last_close_lingers);
+    tcase_add_test(tc, test_probe_error_counts_as_held);
+    tcase_add_test(tc, test_unlink_while_kernel_held);
+    tcase_add_test(tc, test_pinned_and_kernel_held);
+    tcase_add_test(tc, test_reopen_while_kernel_held);
+    tcase_add_test(tc, test_unheld_hook_once_per_transition);
+    tcase_add_test(tc, test_switch_to_cache_path);
+    tcase_add_test(tc, test_tick_probe_batch);
     tcase_add_test(tc, test_store_free_destroys_all);
+    /* The handle-only lifetime holds on this path too. */
+    tcase_add_test(tc, test_linger_exact_then_destroyed);
+    tcase_add_test(tc, test_handles_counted);
+    tcase_add_test(tc, test_unlink_held);
+    tcase_add_test(tc, test_unlink_unheld);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("data");
     tcase_add_checked_fixture(tc, setup_cache, teardown);
     tcase_add_test(tc, test_resize_quota);
     tcase_add_test(tc, test_write_accounting);
+    tcase_add_test(tc, test_concurrent_writes_charge_growth_once);
+    tcase_add_test(tc, test_failed_write_released_when_last_settles);
     tcase_add_test(tc, test_seal);
     tcase_add_test(tc, test_chown_moves_quota);
+    suite_add_tcase(s, tc);
+
+    /* Accounting when a truncate or chown comes while a write's copy runs
+     * without the core lock (see the comment above the tests). */
+    tc = tcase_create("write-races");
+    tcase_set_tags(tc, "write-races");
+    tcase_add_checked_fixture(tc, setup_cache, teardown);
+    tcase_add_test(tc, test_resize_during_write_grow);
+    tcase_add_test(tc, test_resize_during_write_shrink);
+    tcase_add_test(tc, test_chown_during_write);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("stats");
@@ -1615,6 +2464,15 @@ store_suite(void)
     tcase_add_test(tc, test_stats_json_empty);
     tcase_add_test(tc, test_storage_kind_names);
     suite_add_tcase(s, tc);
+
+    if (leases_enabled()) {
+        tc = tcase_create("kernel-memfd");
+        tcase_add_checked_fixture(tc, setup_passthrough_kernel_memfd, teardown);
+        tcase_add_test(tc, test_kernel_memfd);
+        suite_add_tcase(s, tc);
+    } else {
+        fprintf(stderr, "store: kernel probe tests not run (fs.leases-enable is 0)\n");
+    }
 
     if (!may_mount()) {
         fprintf(stderr, "store: tmpfs storage tests not run (no CAP_SYS_ADMIN)\n");
@@ -1629,6 +2487,7 @@ store_suite(void)
     tcase_add_test(tc, test_unlink_unheld);
     tcase_add_test(tc, test_resize_quota);
     tcase_add_test(tc, test_write_accounting);
+    tcase_add_test(tc, test_concurrent_writes_charge_growth_once);
     tcase_add_test(tc, test_seal);
     tcase_add_test(tc, test_chown_moves_quota);
     tcase_add_test(tc, test_tmpfs_idle_region_holds_no_fd);
@@ -1638,10 +2497,23 @@ store_suite(void)
     tcase_add_test(tc, test_tmpfs_mount_and_detach);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("tmpfs-mappings");
+    tc = tcase_create("tmpfs-kernel-held");
     tcase_add_checked_fixture(tc, setup_passthrough_tmpfs, teardown);
-    tcase_add_test(tc, test_mapper_exit_starts_linger);
+    tcase_add_test(tc, test_kernel_held_after_last_close);
+    tcase_add_test(tc, test_kernel_lets_go_starts_linger);
+    tcase_add_test(tc, test_unlink_while_kernel_held);
     tcase_add_test(tc, test_store_free_destroys_all);
+    tcase_add_test(tc, test_tmpfs_backing_fd_lent_while_held);
+    suite_add_tcase(s, tc);
+
+    /* The default probe: the real kernel, about real files and mappings. */
+    tc = tcase_create("kernel");
+    tcase_add_checked_fixture(tc, setup_passthrough_kernel, teardown);
+    tcase_add_test(tc, test_kernel_not_held_when_nothing_open);
+    tcase_add_test(tc, test_kernel_mapping_holds);
+    tcase_add_test(tc, test_kernel_open_file_holds);
+    tcase_add_test(tc, test_kernel_unlinked_mapped_region_stays_charged);
+    tcase_add_test(tc, test_kernel_child_mapping_holds);
     suite_add_tcase(s, tc);
     return s;
 }
