@@ -106,6 +106,20 @@ mount_dir(void)
 static char *
 region_path(const char *arg)
 {
+    /* "-": the path (or name) is the first line of stdin, so that it never
+     * has to appear on a command line, which every uid can read in
+     * /proc/PID/cmdline. */
+    g_autofree char *line = NULL;
+    if (strcmp(arg, "-") == 0) {
+        GString *buf = g_string_new(NULL);
+        int c;
+        while ((c = getchar()) != EOF && c != '\n')
+            g_string_append_c(buf, (char)c);
+        line = g_string_free(buf, FALSE);
+        if (!*line)
+            die("stdin", "no path on standard input");
+        arg = line;
+    }
     if (strchr(arg, '/'))
         return g_canonicalize_filename(arg, NULL);
     g_autofree char *dir = mount_dir();
@@ -811,6 +825,32 @@ cmd_ro(int argc, char **argv)
     return 0;
 }
 
+/* @s made safe for a terminal: control characters, backslashes and bytes
+ * that are not UTF-8 become C escapes, so that a name chosen by another uid
+ * (names=any) cannot forge lines or send escape sequences.  Caller frees. */
+static char *
+printable(const char *s)
+{
+    GString *out = g_string_new(NULL);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        gunichar c = g_utf8_get_char_validated((const char *)p, -1);
+        if (c == (gunichar)-1 || c == (gunichar)-2) {
+            g_string_append_printf(out, "\\x%02x", *p++);
+            continue;
+        }
+        const char *next = g_utf8_next_char(p);
+        if (c == '\\')
+            g_string_append(out, "\\\\");
+        else if (c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0) || !g_unichar_isprint(c))
+            for (const unsigned char *q = p; q < (const unsigned char *)next; q++)
+                g_string_append_printf(out, "\\x%02x", *q);
+        else
+            g_string_append_len(out, (const char *)p, next - (const char *)p);
+        p = (const unsigned char *)next;
+    }
+    return g_string_free(out, FALSE);
+}
+
 static gint
 cmp_region(gconstpointer a, gconstpointer b)
 {
@@ -827,8 +867,10 @@ print_info_human(const RegionInfo *ri)
     g_autofree char *age = human_age(age_of(ri));
     g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local(ri->created);
     g_autofree char *when = dt ? g_date_time_format(dt, "%Y-%m-%d %H:%M:%S %z") : g_strdup("?");
-    printf("name     %s\n", ri->name);
-    printf("path     %s\n", ri->path);
+    g_autofree char *shown_name = printable(ri->name);
+    g_autofree char *shown_path = printable(ri->path);
+    printf("name     %s\n", shown_name);
+    printf("path     %s\n", shown_path);
     printf("size     %" G_GINT64_FORMAT " (%s)\n", (gint64)ri->st.st_size, hsize);
     printf("mode     %04o\n", (unsigned)(ri->st.st_mode & 07777));
     printf("owner    uid %u, gid %u\n", (unsigned)ri->st.st_uid, (unsigned)ri->st.st_gid);
@@ -866,31 +908,28 @@ cmd_ls(int argc, char **argv)
 
     g_autofree char *dir = mount_dir();
     require_mount(dir);
-    DIR *d = opendir(dir);
-    if (!d)
-        die_errno(dir, errno);
+    /* The root cannot be listed (names are secrets); .mine lists the
+     * caller's own regions, one per line, with \\ and \n escaped. */
+    g_autofree char *minepath = g_build_filename(dir, ".mine", NULL);
+    size_t len = 0;
+    g_autofree char *mine = read_file(minepath, &len);
     g_autoptr(GPtrArray) regions = g_ptr_array_new_with_free_func(region_info_free);
-    struct dirent *de;
-    errno = 0;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
+    g_auto(GStrv) lines = g_strsplit(mine, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        if (!**l)
             continue;
-        g_autofree char *path = g_build_filename(dir, de->d_name, NULL);
+        g_autofree char *name = g_strcompress(*l);
+        if (!*name || strchr(name, '/') || name[0] == '.')
+            continue;
+        g_autofree char *path = g_build_filename(dir, name, NULL);
         RegionInfo *ri = NULL;
         int e = region_info_load(path, &ri);
         if (e == ENOENT || e == ENODATA)
             continue; /* destroyed since the listing was taken */
-        if (e) {
-            closedir(d);
+        if (e)
             die_errno(path, e);
-        }
         g_ptr_array_add(regions, ri);
-        errno = 0;
     }
-    int e = errno;
-    closedir(d);
-    if (e)
-        die_errno(dir, e);
     g_ptr_array_sort(regions, cmp_region);
 
     if (json) {
@@ -911,7 +950,8 @@ cmd_ls(int argc, char **argv)
         const RegionInfo *ri = regions->pdata[i];
         g_autofree char *hsize = human_size((guint64)ri->st.st_size);
         g_autofree char *age = human_age(age_of(ri));
-        printf("%-26s %8s  %04o %7" G_GUINT64_FORMAT " %-9s %6s\n", ri->name, hsize,
+        g_autofree char *shown = printable(ri->name);
+        printf("%-26s %8s  %04o %7" G_GUINT64_FORMAT " %-9s %6s\n", shown, hsize,
                (unsigned)(ri->st.st_mode & 07777), ri->holders, ri->state, age);
     }
     return 0;
