@@ -1,7 +1,11 @@
 /* share.c — two processes share memory through a capshm region (libcapshm).
  *
  *   terminal 1:  ./share create          prints the region's name, waits for a reply
- *   terminal 2:  ./share attach NAME     reads the message, writes a reply
+ *   terminal 2:  ./share attach          reads NAME from stdin (or $CAPSHM_NAME),
+ *                                        reads the message, writes a reply
+ *
+ * The name is the key to the region, so it travels on stdin or in the
+ * environment, never on the command line (/proc/PID/cmdline is public).
  *
  * The mount is $CAPSHM_DIR, else /run/capshm.  The region layout is the
  * same in every example (C, Python, shell, Node), so they can talk to each
@@ -87,13 +91,34 @@ attach(const char *name)
     return 0;
 }
 
+/* The region's name: $CAPSHM_NAME, else the first line of stdin. */
+static int
+name_to_attach(char name[CAPSHM_NAME_BUF])
+{
+    const char *env = getenv("CAPSHM_NAME");
+    if (env && *env) {
+        snprintf(name, CAPSHM_NAME_BUF, "%s", env);
+        return 0;
+    }
+    if (!fgets(name, CAPSHM_NAME_BUF, stdin))
+        return -1;
+    name[strcspn(name, "\n")] = '\0';
+    return *name ? 0 : -1;
+}
+
 int
 main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "create") == 0)
         return create();
-    if (argc == 3 && strcmp(argv[1], "attach") == 0)
-        return attach(argv[2]);
-    fprintf(stderr, "usage: share create | share attach NAME\n");
+    if (argc == 2 && strcmp(argv[1], "attach") == 0) {
+        char name[CAPSHM_NAME_BUF];
+        if (name_to_attach(name) < 0) {
+            fprintf(stderr, "share: no NAME on stdin or in CAPSHM_NAME\n");
+            return 2;
+        }
+        return attach(name);
+    }
+    fprintf(stderr, "usage: share create | share attach  (NAME on stdin or in CAPSHM_NAME)\n");
     return 2;
 }

@@ -2,7 +2,12 @@
 // share.js — two processes share a capshm region from Node.js.
 //
 //   terminal 1:  node share.js create          prints the region's name, waits for a reply
-//   terminal 2:  node share.js attach NAME     reads the message, writes a reply
+//   terminal 2:  node share.js attach          reads NAME from stdin (or
+//                                             $CAPSHM_NAME), reads the message,
+//                                             writes a reply
+//
+// The name is the key to the region: it travels on stdin or in the
+// environment, never on the command line (/proc/PID/cmdline is public).
 //
 // Node has no mmap, so this uses plain file I/O at offsets (fs.readSync /
 // fs.writeSync): every reader and writer of a region sees the same bytes,
@@ -64,12 +69,23 @@ function attach(name) {
   fs.closeSync(fd);
 }
 
-const [verb, name] = process.argv.slice(2);
+const verb = process.argv[2];
 if (verb === 'create' && process.argv.length === 3) {
   create();
-} else if (verb === 'attach' && name && process.argv.length === 4) {
-  attach(name);
+} else if (verb === 'attach' && process.argv.length === 3) {
+  let name = process.env.CAPSHM_NAME || '';
+  if (!name) {
+    let input = '';
+    try { input = fs.readFileSync(0, 'utf8'); } catch (e) { /* no stdin */ }
+    name = input.split('\n')[0].trim();
+  }
+  if (!name) {
+    console.error('share.js: no NAME on stdin or in CAPSHM_NAME');
+    process.exitCode = 2;
+  } else {
+    attach(name);
+  }
 } else {
-  console.error('usage: node share.js create | node share.js attach NAME');
+  console.error('usage: node share.js create | node share.js attach  (NAME on stdin or in CAPSHM_NAME)');
   process.exitCode = 2;
 }

@@ -2,7 +2,12 @@
 """share.py — two processes share memory through a capshm region.
 
     terminal 1:  python3 share.py create          prints the region's name, waits for a reply
-    terminal 2:  python3 share.py attach NAME     reads the message, writes a reply
+    terminal 2:  python3 share.py attach          reads NAME from stdin (or
+                                                  $CAPSHM_NAME), reads the message,
+                                                  writes a reply
+
+The name is the key to the region: it travels on stdin or in the
+environment, never on the command line (/proc/PID/cmdline is public).
 
 Only the standard library: the region is a file, so os.open and mmap are
 all it takes.  The mount is $CAPSHM_DIR, else /run/capshm.  Layout (shared
@@ -62,7 +67,12 @@ def attach(name):
 if __name__ == "__main__":
     if sys.argv[1:] == ["create"]:
         sys.exit(create())
-    if len(sys.argv) == 3 and sys.argv[1] == "attach":
-        sys.exit(attach(sys.argv[2]))
-    print("usage: share.py create | share.py attach NAME", file=sys.stderr)
+    if sys.argv[1:] == ["attach"]:
+        name = os.environ.get("CAPSHM_NAME") or sys.stdin.readline().strip()
+        if not name:
+            print("share.py: no NAME on stdin or in CAPSHM_NAME", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(attach(name))
+    print("usage: share.py create | share.py attach  (NAME on stdin or in CAPSHM_NAME)",
+          file=sys.stderr)
     sys.exit(2)

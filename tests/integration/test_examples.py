@@ -80,8 +80,9 @@ def share(mnt, creator, attacher):
         name, rest = first_line(proc)
         assert len(name) == 26, name
         assert os.path.exists(os.path.join(mnt.path, name))
-        a = subprocess.run(attacher + ["attach", name], capture_output=True, text=True,
-                           env=env, timeout=30)
+        # The name goes on stdin: never on a command line.
+        a = subprocess.run(attacher + ["attach"], input=name + "\n", capture_output=True,
+                           text=True, env=env, timeout=30)
         assert a.returncode == 0, "attacher failed: %s" % a.stderr
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, "creator failed: %s" % err.decode(errors="replace")
@@ -129,8 +130,8 @@ def test_example_usage(c_share, lang):
 
 def test_example_attach_missing_region(mnt, c_share):
     env = example_env(mnt)
-    r = subprocess.run(argv_for("c", c_share) + ["attach", "a" * 26], capture_output=True,
-                       text=True, env=env, timeout=30)
+    r = subprocess.run(argv_for("c", c_share) + ["attach"], capture_output=True,
+                       text=True, env=dict(env, CAPSHM_NAME="a" * 26), timeout=30)
     assert r.returncode == 1 and "No such file or directory" in r.stderr
 
 
@@ -202,8 +203,8 @@ def test_program_built_against_the_installed_library(mnt, tmp_path):
     try:
         name = creator.stdout.readline().strip()
         assert len(name) == 26, name
-        r = subprocess.run([exe, "attach", name], capture_output=True, text=True, env=run_env,
-                           timeout=30)
+        r = subprocess.run([exe, "attach"], input=name + "\n", capture_output=True, text=True,
+                           env=run_env, timeout=30)
         assert r.returncode == 0, r.stderr
     finally:
         creator.kill()
