@@ -485,7 +485,10 @@ def test_leader_exit_keeps_region(mnt, children):
     h = children([ATTACK_HELPER, "leader-exit"])
     h.send(path)
     h.expect("ready")
-    assert "Z" in h.cmd("s"), "the main thread did not exit (setup)"
+    deadline = time.time() + 5
+    while "Z" not in h.cmd("s"):     # the leader is a zombie once pthread_exit is done
+        assert time.time() < deadline, "the main thread did not exit (setup)"
+        time.sleep(0.05)
     os.close(fd)
     time.sleep(PAST_LINGER)
     assert not gone(path), "the region went while a live thread maps it (its leader exited)"
@@ -499,27 +502,64 @@ def test_leader_exit_keeps_region(mnt, children):
     wait_gone_and_released(mnt, path, "the region after the process exited")
 
 
-FORK_MAPPER_CODE = r'''
+# Python's mmap.mmap() keeps a dup() of the fd for as long as the mapping
+# lives (before 3.13's trackfd=False): a "mapping whose fd was closed" made
+# with it is really an open file.  Programs below map through libc instead.
+MAP_CODE = r'''
+import ctypes
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+class Map:
+    """A MAP_SHARED mapping that holds no fd: m[a:b] reads bytes, m[a:b] = b writes."""
+    def __init__(self, fd, size, write=True):
+        a = _libc.mmap(None, size, 3 if write else 1, 1, fd, 0)
+        if a is None or a == ctypes.c_void_p(-1).value:
+            e = ctypes.get_errno()
+            raise OSError(e, "mmap")
+        self.addr, self.size = a, size
+        self.buf = (ctypes.c_char * size).from_address(a)
+    def __getitem__(self, k):
+        return self.buf[k]
+    def __setitem__(self, k, v):
+        self.buf[k] = v
+    def close(self):
+        if self.addr:
+            _libc.munmap(self.addr, self.size); self.addr = None
+'''
+
+
+FORK_MAPPER_CODE = MAP_CODE + r'''
 import json, mmap, os, sys
-root, size = sys.argv[1], int(sys.argv[2])
+root, size, how = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def p(n): return os.path.join(root, n)
 with open(p(".new")) as f:
     name = f.read().strip()
 fd = os.open(p(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
 os.ftruncate(fd, size)
-m = mmap.mmap(fd, size)
-os.close(fd)
+m = Map(fd, size)
 m[0:9] = b"forked-ok"
+if how == "mapping-only":          # the child inherits the mapping, no fd
+    os.close(fd)
 r, w = os.pipe()
+r2, w2 = os.pipe()
 pid = os.fork()
-if pid == 0:                       # the child: only the inherited mapping
+if pid == 0:                       # the child: keeps only the inherited mapping
     os.close(w)
+    if how == "fd-closed-in-child":
+        os.close(fd)
+    os.write(w2, b"c")
     os.read(r, 1)
     ok = m[0:9] == b"forked-ok"
     os._exit(0 if ok else 3)
 os.close(r)
-m.close()                          # the parent lets go of everything
-os.unlink(p(name))
+os.read(r2, 1)
+m.close()                          # the parent lets go of everything, unlinking
+os.unlink(p(name))                 # before its last close
+if how == "fd-closed-in-child":
+    os.close(fd)
 print(json.dumps({"name": name, "child": pid}), flush=True)
 def create_errno():
     with open(p(".new")) as f:
@@ -551,13 +591,18 @@ for line in sys.stdin:
 '''
 
 
-def test_forked_child_keeps_unlinked_region_charged(mnt, children):
+FORK_HOW = ["fd-closed-in-child", "mapping-only"]
+
+
+@pytest.mark.parametrize("how", FORK_HOW)
+def test_forked_child_keeps_unlinked_region_charged(mnt, children, how):
     """Promise: quota and size are charged while the memory exists.  A region
-    mapped by a forked child (which only inherited the mapping; the parent
-    closed, unmapped and unlinked) stays charged in `.stats` (bytes and the
-    uid's quota) until the child exits, then is released."""
+    mapped by a forked child (which closed its inherited fd, or inherited
+    only the mapping) while the parent unmapped, unlinked and closed stays
+    charged in `.stats` (bytes and the uid's quota) until the child exits,
+    then is released."""
     size = 1 << 20
-    c = py_child(children, VICTIM, FORK_MAPPER_CODE, mnt.path, size)
+    c = py_child(children, VICTIM, FORK_MAPPER_CODE, mnt.path, size, how)
     info = json_line(c)
     path = mnt.p(info["name"])
     assert gone(path)
@@ -578,14 +623,15 @@ def quota_mnt(mount_factory, datapath):
     return mount_factory(datapath, "linger=1", "mint_ttl=5", "quota=64M", "size=128M")
 
 
-def test_unlinked_forked_mapping_cannot_bypass_quota(quota_mnt, children):
+@pytest.mark.parametrize("how", FORK_HOW)
+def test_unlinked_forked_mapping_cannot_bypass_quota(quota_mnt, children, how):
     """Promise: no quota bypass.  On quota=64M,size=128M a uid creates a 48M
     region, maps it in a forked child and unlinks it: while the child maps it,
     a second 48M region is refused with EDQUOT; after the child exits the
     second create succeeds."""
     m = quota_mnt
     size = 48 << 20
-    c = py_child(children, VICTIM, FORK_MAPPER_CODE, m.path, size)
+    c = py_child(children, VICTIM, FORK_MAPPER_CODE, m.path, size, how)
     json_line(c)
     time.sleep(PAST_LINGER)
     c.send("create")
@@ -604,7 +650,7 @@ def test_unlinked_forked_mapping_cannot_bypass_quota(quota_mnt, children):
     assert got == "OK", "the quota was not given back after the child exited: %s" % got
 
 
-SCM_RECEIVER_CODE = r'''
+SCM_RECEIVER_CODE = MAP_CODE + r'''
 import json, mmap, os, socket, sys
 addr = "\0" + sys.argv[1]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -613,8 +659,9 @@ print("listening", flush=True)
 conn, _ = s.accept()
 msg, fds, _, _ = socket.recv_fds(conn, 16, 1)
 fd = fds[0]
-m = mmap.mmap(fd, 0)
-os.close(fd); conn.close(); s.close()
+m = Map(fd, os.fstat(fd).st_size)
+os.close(fd)
+conn.sendall(b"k"); conn.close(); s.close()
 print("mapped", flush=True)
 for line in sys.stdin:
     a = line.split()
@@ -626,7 +673,7 @@ for line in sys.stdin:
 
 SCM_SENDER_CODE = r'''
 import os, socket, sys
-root, addr = sys.argv[1], "\0" + sys.argv[2]
+root, addr, unlink = sys.argv[1], "\0" + sys.argv[2], sys.argv[3] == "unlink"
 with open(os.path.join(root, ".new")) as f:
     name = f.read().strip()
 fd = os.open(os.path.join(root, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -635,41 +682,65 @@ os.pwrite(fd, b"passed-by-fd", 0)
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(addr)
 socket.send_fds(s, [b"x"], [fd])
-s.close(); os.close(fd)
+s.recv(1)                     # the receiver mapped it and closed its fd
+s.close()
+if unlink:
+    os.unlink(os.path.join(root, name))
+os.close(fd)
 print(name)
 '''
 
 
-def test_fd_passed_over_scm_rights_keeps_region(mnt, children):
+@pytest.mark.parametrize("unlink", [False, True], ids=["kept", "unlinked"])
+def test_fd_passed_over_scm_rights_keeps_region(mnt, children, unlink):
     """Promise: a mapping made through an fd that travelled over SCM_RIGHTS to
     an unrelated process of another uid (which maps it and closes the fd)
-    holds the region after its creator has gone."""
+    holds the region after its creator has gone, by name; and when the
+    creator unlinked it before its last close, its bytes stay charged until
+    the receiver goes."""
     sock = "capshm-attack-%d-%d" % (os.getpid(), time.monotonic_ns())
     recv = py_child(children, ATTACKER, SCM_RECEIVER_CODE, sock)
     recv.expect("listening")
-    r = py_as_user(VICTIM, SCM_SENDER_CODE, mnt.path, sock)
+    r = py_as_user(VICTIM, SCM_SENDER_CODE, mnt.path, sock, "unlink" if unlink else "keep")
     assert r.returncode == 0, r.stderr
     name = r.stdout.strip()
     path = mnt.p(name)
     recv.expect("mapped")
     time.sleep(PAST_LINGER)
-    assert not gone(path), "the region went while a process that received its fd maps it"
-    assert root_reads(path, 12) == b"passed-by-fd"
-    assert recv.cmd("w 200 " + b"receiver".hex()) == "ok"
-    assert root_reads(path, 8, 200) == b"receiver"
-    assert mnt.stats()["bytes"] == 65536
+    if unlink:
+        st = mnt.stats()
+        assert st["bytes"] == 65536, "an unlinked region mapped by an SCM_RIGHTS receiver is not charged: %s" % st
+    else:
+        assert not gone(path), "the region went while a process that received its fd maps it"
+        assert root_reads(path, 12) == b"passed-by-fd"
+        assert recv.cmd("w 200 " + b"receiver".hex()) == "ok"
+        assert root_reads(path, 8, 200) == b"receiver"
+        assert mnt.stats()["bytes"] == 65536
+    assert recv.cmd("r 0 12") == b"passed-by-fd".hex()
     recv.kill()
     wait_gone_and_released(mnt, path, "the region after the receiver was killed")
 
 
-def test_mapper_in_another_pid_namespace_keeps_region(mnt, children):
+@pytest.mark.parametrize("unlink", [False, True], ids=["kept", "unlinked"])
+def test_mapper_in_another_pid_namespace_keeps_region(mnt, children, unlink):
     """Promise: a process in another pid namespace (unshare --pid --fork)
-    that maps a region and closes its fd holds it."""
+    that maps a region and closes its fd holds it (by name; or, unlinked
+    before the creator's last close, its bytes stay charged)."""
     name, fd = mnt.create(16384, mode=0o600)
     path = mnt.p(name)
     os.pwrite(fd, b"pidns", 0)
     h = children(["unshare", "--pid", "--fork", "--kill-child"] + helper_argv("map-hold", path),
                  ready=True)
+    if unlink:
+        os.unlink(path)
+        os.close(fd)
+        time.sleep(PAST_LINGER)
+        assert mnt.stats()["bytes"] == 16384, "an unlinked region mapped in another pid namespace " \
+            "is not charged: %s" % mnt.stats()
+        assert h.cmd("r 0 5") == b"pidns".hex()
+        h.kill()
+        mnt.wait_for(lambda: mnt.stats()["bytes"] == 0, timeout=LINGER + 4, what="bytes released")
+        return
     os.close(fd)
     time.sleep(PAST_LINGER)
     assert not gone(path), "the region went while a process in another pid namespace maps it"
@@ -680,41 +751,55 @@ def test_mapper_in_another_pid_namespace_keeps_region(mnt, children):
     wait_gone_and_released(mnt, path, "the region after the pid-namespace mapper was killed")
 
 
-MAPPED_HOLDER_CODE = r'''
+MAPPED_HOLDER_CODE = MAP_CODE + r'''
 import json, mmap, os, sys
 root, count = sys.argv[1], int(sys.argv[2])
 def p(n): return os.path.join(root, n)
-names, maps = [], []
+names, maps, fds = [], [], []
 for i in range(count):
     with open(p(".new")) as f:
         n = f.read().strip()
     fd = os.open(p(n), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     os.ftruncate(fd, 8192)
-    m = mmap.mmap(fd, 8192)
-    os.close(fd)
+    m = Map(fd, 8192)
     m[0:8] = ("bytes-%02d" % i).encode()
-    names.append(n); maps.append(m)
+    names.append(n); maps.append(m); fds.append(fd)
 print(json.dumps(names), flush=True)
 for line in sys.stdin:
     a = line.split()
     if a[0] == "r":
         print(maps[int(a[1])][0:8].decode(errors="replace"), flush=True)
+    elif a[0] == "close":             # from now on only the mappings hold
+        for fd in fds:
+            os.close(fd)
+        fds = []
+        print("closed", flush=True)
 '''
 
+# Takes every fd the daemon frees: creates regions (each costs the daemon an
+# fd) until EMFILE, reports, then keeps retrying every few ms so that any fd
+# the daemon frees is taken again at once.  Holds everything until killed.
 FD_EATER_CODE = r'''
-import errno, json, os, sys
+import errno, json, os, sys, time
 root = sys.argv[1]
 def p(n): return os.path.join(root, n)
-fds, err = [], None
-for i in range(2000):
+fds, err, reported = [], None, False
+deadline = time.time() + 120
+while time.time() < deadline:
     try:
         with open(p(".new")) as f:
             n = f.read().strip()
         fds.append(os.open(p(n), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        if len(fds) > 3000:
+            break
     except OSError as e:
-        err = errno.errorcode.get(e.errno, str(e.errno)); break
-print(json.dumps({"held": len(fds), "errno": err}), flush=True)
-sys.stdin.read()
+        err = errno.errorcode.get(e.errno, str(e.errno))
+        if not reported:
+            print(json.dumps({"held": len(fds), "errno": err}), flush=True); reported = True
+        time.sleep(0.005)
+if not reported:
+    print(json.dumps({"held": len(fds), "errno": err}), flush=True)
+time.sleep(3600)
 '''
 
 
@@ -728,26 +813,29 @@ def nofile_limits(pid):
 
 
 def test_daemon_at_fd_limit_never_destroys_a_mapped_region(mnt, children):
-    """Promise: lifetime stays right when the daemon runs out of fds.  With the
-    daemon's RLIMIT_NOFILE lowered to just above its use, one uid maps regions
-    (fds closed), a third process exhausts the daemon's fds; past linger no
-    mapped region is destroyed: once fds are free again every name opens and
-    its bytes are intact."""
+    """Promise: lifetime stays right when the daemon runs out of fds.  One uid
+    opens and maps regions; the daemon's RLIMIT_NOFILE is lowered to just
+    above its use and a third process exhausts the daemon's fds; then the
+    first uid closes its fds (only the mappings hold).  Past linger no mapped
+    region is destroyed: once fds are free again every name opens and its
+    bytes are intact."""
     pids = daemon_pids(mnt.path)
     assert len(pids) == 1, pids
     dpid = pids[0]
     holder = py_child(children, VICTIM, MAPPED_HOLDER_CODE, mnt.path, 4)
     names = json.loads(holder.readline(30))
-    time.sleep(LINGER + 0.5)          # the regions are now held only by mappings
     soft, hard = nofile_limits(dpid)
     in_use = len(os.listdir("/proc/%d/fd" % dpid))
     limit = in_use + 4
-    subprocess.run(["prlimit", "--pid", str(dpid), "--nofile=%d:%d" % (limit, limit)], check=True,
+    # Only the soft limit: raising it back needs no CAP_SYS_RESOURCE.
+    subprocess.run(["prlimit", "--pid", str(dpid), "--nofile=%d:%s" % (limit, hard)], check=True,
                    timeout=30)
     try:
         eater = py_child(children, ATTACKER, FD_EATER_CODE, mnt.path)
         ate = json_line(eater, timeout=60)
         assert ate["errno"] is not None, "the daemon never ran out of fds (setup): %s" % ate
+        print("\nfd eater: %s; daemon fds %d, limit %d" % (ate, len(os.listdir("/proc/%d/fd" % dpid)), limit))
+        holder.expect("closed") if holder.send("close") is None else None
         time.sleep(PAST_LINGER + 1)
         eater.kill()
     finally:
@@ -756,7 +844,7 @@ def test_daemon_at_fd_limit_never_destroys_a_mapped_region(mnt, children):
     time.sleep(0.5)
     lost = [n for n in names if gone(mnt.p(n))]
     assert not lost, ("%d of %d mapped regions were destroyed while the daemon was at its fd limit "
-                      "(the fd eater stopped at %s)" % (len(lost), len(names), ate))
+                      "(the fd eater first hit its limit at %s)" % (len(lost), len(names), ate))
     for i, n in enumerate(names):
         assert root_reads(mnt.p(n), 8) == ("bytes-%02d" % i).encode()
         assert holder.cmd("r %d" % i) == "bytes-%02d" % i
@@ -767,7 +855,7 @@ def test_daemon_at_fd_limit_never_destroys_a_mapped_region(mnt, children):
 # The victim: its own region (held open); N times: open+mmap+close of it,
 # a whole read of .stats, a create cycle (mint, create, size, close, unlink).
 # One JSON line per operation.
-VICTIM_LOOP_CODE = r'''
+VICTIM_LOOP_CODE = MAP_CODE + r'''
 import json, mmap, os, sys, time
 root, n = sys.argv[1], int(sys.argv[2])
 def p(x): return os.path.join(root, x)
@@ -777,7 +865,7 @@ hold = os.open(p(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
 os.ftruncate(hold, 4096)
 print(json.dumps({"ready": True}), flush=True)
 def omc():
-    fd = os.open(p(name), os.O_RDWR); m = mmap.mmap(fd, 4096); os.close(fd); m[0] = 1; m.close()
+    fd = os.open(p(name), os.O_RDWR); m = Map(fd, 4096); os.close(fd); m[0:1] = b"\1"; m.close()
 def stats():
     with open(p(".stats")) as f:
         json.loads(f.read())
@@ -804,7 +892,7 @@ while True:
 
 # Holds regions open and mapped, and keeps opening, mapping and closing them,
 # so that a SIGSTOP lands in the middle of that work.
-BUSY_HOLDER_CODE = r'''
+BUSY_HOLDER_CODE = MAP_CODE + r'''
 import mmap, os, sys
 root = sys.argv[1]
 def p(n): return os.path.join(root, n)
@@ -816,17 +904,17 @@ for i in range(100):
     os.ftruncate(fd, 4096)
     names.append(n)
     if i % 2:
-        maps.append(mmap.mmap(fd, 4096)); os.close(fd)
+        maps.append(Map(fd, 4096)); os.close(fd)
     else:
         fds.append(fd)
 print("ready", flush=True)
 i = 0
 while True:
     n = names[i % len(names)]; i += 1
-    fd = os.open(p(n), os.O_RDWR); m = mmap.mmap(fd, 4096); m[0] = i & 0xff; os.close(fd); m.close()
+    fd = os.open(p(n), os.O_RDWR); m = Map(fd, 4096); m[0:1] = bytes([i & 0xff]); os.close(fd); m.close()
 '''
 
-MANY_REGIONS_CODE = r'''
+MANY_REGIONS_CODE = MAP_CODE + r'''
 import mmap, os, sys
 root, count = sys.argv[1], int(sys.argv[2])
 def p(n): return os.path.join(root, n)
@@ -836,7 +924,7 @@ for i in range(count):
         n = f.read().strip()
     fd = os.open(p(n), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     os.ftruncate(fd, 4096)
-    maps.append(mmap.mmap(fd, 4096)); os.close(fd)
+    maps.append(Map(fd, 4096)); os.close(fd)
 print("ready", flush=True)
 sys.stdin.read()
 '''
