@@ -854,7 +854,8 @@ def test_daemon_at_fd_limit_never_destroys_a_mapped_region(mnt, children):
 # --- 3. no client stalls another -------------------------------------------------------
 
 # The victim: its own region (held open); N times: open+mmap+close of it,
-# a whole read of .stats, a create cycle (mint, create, size, close, unlink).
+# a whole read of .stats, a create cycle (mint, create, size, close: the new
+# region lingers and expires, so the daemon decides lifetimes meanwhile).
 # One JSON line per operation.
 VICTIM_LOOP_CODE = MAP_CODE + r'''
 import json, mmap, os, sys, time
@@ -874,11 +875,12 @@ def cycle():
     with open(p(".new")) as f:
         nm = f.read().strip()
     fd = os.open(p(nm), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    os.ftruncate(fd, 4096); os.close(fd); os.unlink(p(nm))
+    os.ftruncate(fd, 4096); os.close(fd)   # left to linger and expire
 for i in range(n):
     for op, fn in (("open+mmap+close", omc), ("stats", stats), ("create", cycle)):
         t = time.monotonic(); fn()
         print(json.dumps({"op": op, "ms": (time.monotonic() - t) * 1000}), flush=True)
+    time.sleep(0.1)     # spread the loop over several linger expiries
 print(json.dumps({"done": True}), flush=True)
 '''
 
