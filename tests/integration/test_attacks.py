@@ -20,29 +20,26 @@ mount, on both data paths where the promise applies.
   6. `capshm ls` escapes what it prints.
   7. Write and truncating opens through a read-only name are EACCES.
 
-Programs that run as other uids get region names on stdin, never in argv
-(argv is readable by every uid), so the tests do not leak what they look for.
+The programs of the name-leak tests get region names on stdin, never in
+argv (argv is readable by every uid), so those tests do not leak what they
+look for.  Region memory is mapped through libc, not Python's mmap module,
+whose mapping objects keep a dup() of the fd open.
 """
-import ctypes
 import errno
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import stat
 import statistics
 import subprocess
-import sys
-import tempfile
-import textwrap
 import time
 
 import pytest
 
-from conftest import (CAPSHM_CLI, HELPER, ROOT, daemon_pids, errno_name, gone, helper_argv,
-                      py_as_user, user_argv)
+from conftest import (CAPSHM_CLI, DATAPATHS, HELPER, ROOT, daemon_pids, errno_name, gone,
+                      helper_argv, py_as_user, user_argv)
 from test_examples import argv_for, c_share, example_env, first_line  # noqa: F401 (c_share: a fixture)
 
 pytestmark = pytest.mark.timeout(180)
@@ -60,6 +57,12 @@ NAME_RE = re.compile(r"[a-z2-7]{26}")
 
 
 # --- small tools ----------------------------------------------------------------
+
+@pytest.fixture
+def one_mnt(mount_factory):
+    """A mount (linger=1) on one data path only, for what does not depend on it."""
+    return mount_factory(DATAPATHS[0], "linger=1", "mint_ttl=5")
+
 
 def py_child(children, uid, code, *args):
     """A Python program running as uid, spoken to line by line (conftest.Child)."""
@@ -507,7 +510,6 @@ def test_leader_exit_keeps_region(mnt, children):
 # lives (before 3.13's trackfd=False): a "mapping whose fd was closed" made
 # with it is really an open file.  Programs below map through libc instead.
 MAP_CODE = r'''
-import ctypes
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
@@ -885,7 +887,6 @@ print(json.dumps({"done": True}), flush=True)
 '''
 
 STATS_HAMMER_CODE = r'''
-import sys
 p = sys.argv[1] + "/.stats"
 print("ready", flush=True)
 while True:
@@ -1220,12 +1221,13 @@ def readme_attach_takes_name_in_argv():
 
 
 @pytest.mark.parametrize("lang", ["c", "python", "shell", "node"])
-def test_examples_put_no_name_on_a_command_line(mnt, children, tmp_path, lang, c_share):
+def test_examples_put_no_name_on_a_command_line(one_mnt, children, tmp_path, lang, c_share):
     """Promise: the examples pass names without exposing them to other uids.
     Each example is run the way examples/README.md says (the creator prints
     the name; the attacher gets it on its command line if the README says
     so, else on stdin); every execve is traced and another uid reads every
     process's /proc/PID/cmdline meanwhile: no name may appear in either."""
+    mnt = one_mnt
     argv = argv_for(lang, c_share)
     env = example_env(mnt)
     watch = py_child(children, THIRD, CMDLINE_WATCH_CODE)
@@ -1266,12 +1268,12 @@ def readme_shell_blocks():
     return [b for b in re.findall(r"```sh\n(.*?)```", m.group(1), re.S) if "scripts/" not in b]
 
 
-def test_readme_shell_usage_puts_no_name_on_a_command_line(mount_factory, datapath, tmp_path):
+def test_readme_shell_usage_puts_no_name_on_a_command_line(mount_factory, tmp_path):
     """Promise: the README's shell usage never puts a region name on a command
     line.  Every ```sh block of "Using it" is run (against a test mount,
     linger long enough that every region it made can be listed afterwards)
     with every execve traced; no region name may appear in any argv."""
-    m = mount_factory(datapath, "linger=30", "mint_ttl=30")
+    m = mount_factory(DATAPATHS[0], "linger=30", "mint_ttl=30")
     blocks = readme_shell_blocks()
     assert blocks, "no shell blocks in README.md's 'Using it'"
     env = dict(os.environ, CAPSHM_DIR=m.path,
@@ -1341,12 +1343,12 @@ def test_cli_takes_the_path_from_stdin(mnt):
 HOSTILE = "x\x1b[31mred\nfake 999 0666 1 live 0s"
 
 
-def test_ls_escapes_hostile_names(mount_factory, datapath, agents):
+def test_ls_escapes_hostile_names(mount_factory, agents):
     """Promise: `capshm ls` escapes what it prints.  With names=any another
     uid creates a region whose name holds a terminal escape sequence and a
     newline; root's `capshm ls` and `capshm ls --json` contain no raw ESC
     byte and no forged row."""
-    m = mount_factory(datapath, "names=any", "linger=1")
+    m = mount_factory(DATAPATHS[0], "names=any", "linger=1")
     a = agents(VICTIM, m)
     try:
         a.call("create_named", HOSTILE, 0o644)
