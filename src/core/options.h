@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* options — the daemon's -o mount options (SPEC.md "Mount options").
  *
  * options_parse() consumes the capshm options of a comma-separated -o string

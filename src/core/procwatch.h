@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* procwatch — what the store needs to know about client processes, read
  * from procfs and pidfds: thread → process, "does process P map node N of
  * our mount" (/proc/P/maps shows the FUSE inode even for passthrough

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* region — one shared-memory region: its bytes (storage.h) plus metadata.
  *
  * A CapshmRegion is reference counted.  The store holds one reference while

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Fixtures for capshm integration tests: real mounts, real processes.
 
 Environment (set by scripts/test; defaults point at an in-tree build/):

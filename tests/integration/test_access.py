@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Access control between uids (SPEC.md "The mount root", "Regions"):
 listings show only the caller's own regions (root sees all), mode bits are
 enforced (default_permissions), chmod by the owner opens a region up, and

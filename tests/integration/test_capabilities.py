@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Capabilities beyond mode bits: read-only names, sealing, pinning and
 quotas across uids (SPEC.md "Extended attributes", "Regions")."""
 import errno

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The daemon dies (SIGKILL) while regions are mapped (SPEC.md "Lifetime",
 DESIGN.md "daemon dies").
 

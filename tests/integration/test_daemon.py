@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The daemon process (SPEC.md "Programs", "Mount options"): clean unmount
 and exit 0 on SIGTERM, SIGINT and fusermount3 -u; daemonized start returns
 only once the mount answers; bad option values fail the start with a

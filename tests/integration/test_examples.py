@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The programs in examples/, each run as two processes on a real mount.
 
 Every example uses the same region layout, so each creator is also tried

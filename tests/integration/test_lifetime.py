@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Lifetime (SPEC.md "Lifetime"): a region lives while a process holds it
 (open fd or mapping, even after the fd is closed), lingers `linger` seconds
 after the last holder goes (a SIGKILLed process holds nothing), unlink

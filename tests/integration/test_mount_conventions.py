@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """mount(8) and /etc/fstab conventions (SPEC.md "Programs"): `mount -t
 fuse.capshmfs capshm MNT` and an fstab line start capshmfs through
 mount.fuse3, umount(8) unmounts, and the daemon then exits.

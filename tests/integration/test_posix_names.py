@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """names=any: unmodified POSIX shared-memory programs on a capshm mount bound
 over /dev/shm in a private mount namespace (SPEC.md mount option `names`)."""
 import errno

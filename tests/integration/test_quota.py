@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Quotas at the call that asks (SPEC.md "Regions", "Mount options"):
 growing past quota or max_regions is EDQUOT and past size is ENOSPC, from
 the ftruncate/fallocate/write/open(O_CREAT) itself, never as a SIGBUS later.

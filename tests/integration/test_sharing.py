@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Sharing: stores, atomics, process-shared mutexes and futexes in one region
 are coherent across processes at once, and read/write agree with mmap
 (SPEC.md "Regions": "All mappings of a region by all processes see the same

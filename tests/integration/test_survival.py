@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The daemon survives bad input and leaves other regions alone (SPEC.md
 "Names", "The mount root"): odd names, writes to the control files, absurd
 sizes, offsets and xattrs are refused with an error; afterwards the daemon

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Extended attributes (SPEC.md "Extended attributes"): user.capshm.state,
 holders, pids, created, pin, seal and ro on regions; unknown names are
 ENODATA to get and EINVAL to set."""

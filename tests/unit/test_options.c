@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for src/core/options.c: every -o option of SPEC.md. */
 #include <errno.h>
 #include <glib.h>
