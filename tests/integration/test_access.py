@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Access control between uids (SPEC.md "The mount root", "Regions"):
+"""Access control between uids (capshmfs(8) CONTROL FILES, REGIONS):
 listings show only the caller's own regions (root sees all), mode bits are
 enforced (default_permissions), chmod by the owner opens a region up, and
 only the owner or root may change or remove it."""

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """names=any: unmodified POSIX shared-memory programs on a capshm mount bound
-over /dev/shm in a private mount namespace (SPEC.md mount option `names`)."""
+over /dev/shm in a private mount namespace (capshmfs(8) mount option `names`)."""
 import errno
 import os
 import subprocess

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for src/core/options.c: every -o option of SPEC.md. */
+/* Unit tests for src/core/options.c: every -o option of capshmfs(8). */
 #include <errno.h>
 #include <glib.h>
 #include <stdint.h>
