@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* capshm-bench — data-path and metadata benchmarks, tmpfs vs capshm.
  *
  *   capshm-bench [OPTIONS] WORKLOAD

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Shared by the autopkgtests: mount the installed capshmfs on a fresh
 # directory and undo everything on exit.  Sets $mnt, $work.
 set -eu

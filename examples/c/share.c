@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* share.c — two processes share memory through a capshm region (libcapshm).
  *
  *   terminal 1:  ./share create          prints the region's name, waits for a reply

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// SPDX-License-Identifier: MIT
 // share.js — two processes share a capshm region from Node.js.
 //
 //   terminal 1:  node share.js create          prints the region's name, waits for a reply

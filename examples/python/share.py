@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """share.py — two processes share memory through a capshm region.
 
     terminal 1:  python3 share.py create          prints the region's name, waits for a reply

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # share.sh — two processes share a capshm region using the capshm CLI and dd.
 #
 #   terminal 1:  ./share.sh create          prints the region's name, waits for a reply

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* capshm — the command-line tool for capshm mounts.
  *
  *   capshm [-d DIR] VERB [ARG...]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* names — see names.h. */
 #include "names.h"
 

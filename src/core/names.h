@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* names — capability names: minting, validation, constant-time comparison.
  *
  * A capability name is 26 characters of lowercase base32 ([a-z2-7]) carrying

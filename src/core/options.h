@@ -1,4 +1,5 @@
-/* options — the daemon's -o mount options (SPEC.md "Mount options").
+/* SPDX-License-Identifier: MIT */
+/* options — the daemon's -o mount options (capshmfs(8) OPTIONS).
  *
  * options_parse() consumes the capshm options of a comma-separated -o string
  * and collects the generic mount options it knows (rw, nosuid, noatime…)

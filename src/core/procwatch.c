@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* procwatch — see procwatch.h. */
 #include "procwatch.h"
 

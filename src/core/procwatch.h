@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* procwatch — who holds a region, for display only (user.capshm.holders,
  * user.capshm.pids, `capshm info`).  Lifetime never depends on it: the
  * kernel's own counts decide that (store.h).  Reads other processes'

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* quota — see quota.h. */
 #include "quota.h"
 

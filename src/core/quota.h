@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* quota — byte and region accounting per uid and for the whole mount.
  *
  * Owns a table of per-uid usage.  Charges are checked and applied in one

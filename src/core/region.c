@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* region — see region.h. */
 #include "region.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* region — one shared-memory region: its bytes (storage.h) plus metadata.
  *
  * A CapshmRegion is reference counted.  The store holds one reference while
@@ -69,5 +70,5 @@ static inline bool region_is_alive(const CapshmRegion *r) { return r->state != R
 /* True while the region is held: open handles, or the kernel's counts. */
 static inline bool region_is_held(const CapshmRegion *r) { return r->open_count > 0 || r->kernel_held; }
 
-/* The region's state as SPEC.md's user.capshm.state names it. */
+/* The region's state as user.capshm.state names it (capshmfs(8)). */
 const char *region_state_name(const CapshmRegion *r);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* storage — see storage.h. */
 #include "storage.h"
 

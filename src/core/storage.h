@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* storage — where the bytes of regions live.
  *
  * Two backends behind one small interface:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* store — see store.h.
  *
  * Ownership model: `alive` holds one reference to every region that is not

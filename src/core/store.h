@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* store — the heart of capshm: every region, every minted name, lifetime and
  * accounting.  It knows nothing of FUSE; the FUSE layer decodes a request,
  * calls one store function and replies.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* capshmfs — the daemon: options, mount, main loop, signals, logging.
  *
  * Two ways to receive FUSE requests (the "transport"):

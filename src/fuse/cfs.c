@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cfs — see cfs.h.
  *
  * Ownership model:

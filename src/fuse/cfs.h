@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cfs — the FUSE low-level callbacks: decode a request, call the store,
  * reply exactly once.  Also owns the kernel-facing state the store must not
  * know about: node ids and their lookup counts, open file handles, the data

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* notify — kernel cache invalidations sent from a dedicated thread.
  *
  * fuse_lowlevel_notify_* may block until the kernel finishes a request the

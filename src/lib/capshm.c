@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libcapshm — see capshm.h. */
 #include "capshm.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* capshm.h — create and open capshm shared-memory regions.
  *
  * A capshm mount (default /run/capshm) serves shared-memory regions as

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer harness: the names module (src/core/names.c).
  *
  * Properties checked on every input:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer harness: options_parse() / options_finish() on arbitrary -o
  * strings (the daemon's whole command-line surface for mount options).
  *

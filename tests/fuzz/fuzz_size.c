@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer harness: options_parse_size() and options_parse_uint().
  *
  * Both are checked against an independent reference written the slow and

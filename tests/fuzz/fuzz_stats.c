@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer harness: the store's state machine and its .stats JSON.
  *
  * The input is a program: a few setup bytes (names mode, data path, limits)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* json_check — a small strict JSON (RFC 8259) validator for the fuzz
  * harnesses, plus a helper that reads top-level integer members.
  *

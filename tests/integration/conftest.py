@@ -1,9 +1,16 @@
+# SPDX-License-Identifier: MIT
 """Fixtures for capshm integration tests: real mounts, real processes.
 
 Environment (set by scripts/test; defaults point at an in-tree build/):
   CAPSHMFS          path of the capshmfs daemon binary
   CAPSHM_CLI        path of the capshm command-line tool
   CAPSHM_HELPER     path of tests/integration/helpers/shm-helper
+  CAPSHM_POSIX_HELPER  path of tests/integration/helpers/posix-shm (default:
+                    next to CAPSHM_HELPER)
+
+The CLI and the helpers are run from copies in a world-readable directory
+(STAGE), because tests run them as other uids and the checkout need not be
+reachable by those; see "what other uids execute" below.
   CAPSHM_DATAPATHS  comma-separated data paths to test: "passthrough,cache"
                     (a libfuse 3.14 build sets "cache")
   CAPSHM_IO_URING   passed on to the daemons: "off" tests the /dev/fuse
@@ -52,8 +59,93 @@ def _san_cflags():
 
 SAN_CFLAGS = _san_cflags()
 CAPSHMFS = os.environ.get("CAPSHMFS", os.path.join(BUILD, "src/daemon/capshmfs"))
-CAPSHM_CLI = os.environ.get("CAPSHM_CLI", os.path.join(BUILD, "src/cli/capshm"))
-HELPER = os.environ.get("CAPSHM_HELPER", os.path.join(BUILD, "tests/integration/helpers/shm-helper"))
+# The build tree's libcapshm, for compiling (and, as root, running) programs
+# against it: nothing needs capshm to be installed.
+LIBDIR = os.path.join(BUILD, "src/lib/.libs")
+INCDIR = os.path.join(ROOT, "src/lib")
+
+
+# --- what other uids execute ----------------------------------------------------
+# Tests run the CLI and the helpers as unprivileged uids (setpriv).  The
+# checkout may be in a directory those uids cannot enter (root's home, a
+# `mktemp -d`), so the programs are copied into a world-readable directory
+# made for this session (STAGE, removed when the session ends), with the
+# build's libcapshm next to them in STAGE/lib.  Programs the tests compile
+# against the build tree's library get STAGE/lib as their rpath
+# (RUN_CFLAGS), so they run for any uid, without LD_LIBRARY_PATH.
+
+def _real_program(path):
+    """The ELF file behind @path: @path itself, or the program in .libs/ a
+    libtool wrapper script runs."""
+    with open(path, "rb") as f:
+        if f.read(4) == b"\x7fELF":
+            return path
+    d, base = os.path.split(path)
+    for cand in (os.path.join(d, ".libs", base), os.path.join(d, ".libs", "lt-" + base)):
+        if os.path.exists(cand):
+            return cand
+    raise RuntimeError("%s is neither a program nor a libtool wrapper of one" % path)
+
+
+def _stage_program(src, stage):
+    """Copy program @src into @stage (0755); returns the path to run."""
+    real = _real_program(src)
+    base = os.path.basename(src)
+    with open(real, "rb") as f:
+        needs_lib = b"libcapshm.so" in f.read()
+    if not needs_lib:
+        dst = os.path.join(stage, base)
+        shutil.copy2(real, dst)
+        os.chmod(dst, 0o755)
+        return dst
+    # Linked against libcapshm: run the copy with STAGE/lib on its library path.
+    shutil.copy2(real, os.path.join(stage, "lib", base))
+    os.chmod(os.path.join(stage, "lib", base), 0o755)
+    dst = os.path.join(stage, base)
+    with open(dst, "w") as f:
+        f.write('#!/bin/sh\nLD_LIBRARY_PATH=%s/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} '
+                'exec %s/lib/%s "$@"\n' % (stage, stage, base))
+    os.chmod(dst, 0o755)
+    return dst
+
+
+def _make_stage():
+    stage = tempfile.mkdtemp(prefix="capshm-exec-")
+    os.chmod(stage, 0o755)
+    os.mkdir(os.path.join(stage, "lib"), 0o755)
+    if os.path.isdir(LIBDIR):
+        for f in os.listdir(LIBDIR):
+            if f.startswith("libcapshm.so"):
+                shutil.copy2(os.path.join(LIBDIR, f), os.path.join(stage, "lib", f),
+                             follow_symlinks=False)
+    return stage
+
+
+STAGE = _make_stage()
+STAGE_LIBDIR = os.path.join(STAGE, "lib")
+RUN_CFLAGS = ["-I", INCDIR, "-L", LIBDIR, "-Wl,-rpath," + STAGE_LIBDIR]
+
+
+def _staged(var, default):
+    path = os.environ.get(var, default)
+    if not os.path.exists(path):
+        return path     # the tests that need it fail and say which path
+    staged = _stage_program(path, STAGE)
+    os.environ[var] = staged    # for child processes that read it
+    return staged
+
+
+_HELPERS = os.path.dirname(os.path.abspath(os.environ.get(
+    "CAPSHM_HELPER", os.path.join(BUILD, "tests/integration/helpers/shm-helper"))))
+CAPSHM_CLI = _staged("CAPSHM_CLI", os.path.join(BUILD, "src/cli/capshm"))
+HELPER = _staged("CAPSHM_HELPER", os.path.join(_HELPERS, "shm-helper"))
+POSIX_HELPER = _staged("CAPSHM_POSIX_HELPER", os.path.join(_HELPERS, "posix-shm"))
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(STAGE, ignore_errors=True)
+
+
 DATAPATHS = [d for d in os.environ.get("CAPSHM_DATAPATHS", "passthrough,cache").split(",") if d]
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Access control between uids (capshmfs(8) "THE MOUNT ROOT", "REGIONS"):
 only root may list the root (mode 1733); .mine shows the caller's own
 regions (root's shows all), mode bits are

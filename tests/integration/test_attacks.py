@@ -1,5 +1,6 @@
-"""Attacks by hostile local users (issue 12, SPEC.md "The mount root" and
-"Lifetime", docs/SECURITY.md): each test attacks one promise on a real
+# SPDX-License-Identifier: MIT
+"""Attacks by hostile local users (issue 12; capshmfs(8) CONTROL FILES and
+LIFETIME, docs/SECURITY.md): each test attacks one promise on a real
 mount, on both data paths where the promise applies.
 
   1. Names cannot be observed: with names=capability the root is 1733, so no

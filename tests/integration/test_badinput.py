@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Hostile and nonsensical inputs, from a table: badinput.tsv.
 
 Each row of the table is one input (a name, a size, open flags, an xattr, an

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """scripts/bench runs end to end and reports what it promises.
 
 Speed is never asserted here (the figures depend on the machine and on what

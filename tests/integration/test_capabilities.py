@@ -1,5 +1,6 @@
+# SPDX-License-Identifier: MIT
 """Capabilities beyond mode bits: read-only names, sealing, pinning and
-quotas across uids (SPEC.md "Extended attributes", "Regions")."""
+quotas across uids (capshmfs(8) REGIONS, "Extended attributes")."""
 import errno
 import mmap
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Churn: many processes of several uids create, share, verify and drop
 regions while a driver SIGKILLs random workers.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The capshm command-line tool, on real mounts.
 
 Every verb and flag, the JSON shapes, the one-line error format and the exit

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """capshm across container-like sandboxes (docs/containers.md).
 
 A sandbox is made with unshare(1): its own mount, IPC, PID and UTS

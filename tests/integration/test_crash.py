@@ -1,5 +1,6 @@
-"""The daemon dies (SIGKILL) while regions are mapped (SPEC.md "Lifetime",
-DESIGN.md "daemon dies").
+# SPDX-License-Identifier: MIT
+"""The daemon dies (SIGKILL) while regions are mapped (capshmfs(8) LIFETIME
+and DATA PATHS).
 
 - passthrough: existing mappings keep working after the kill, for reading
   and writing, and stay coherent between the processes that map them;

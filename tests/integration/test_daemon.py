@@ -1,5 +1,6 @@
-"""The daemon process (SPEC.md "Programs", "Mount options"): clean unmount
-and exit 0 on SIGTERM, SIGINT and fusermount3 -u; daemonized start returns
+# SPDX-License-Identifier: MIT
+"""The daemon process (capshmfs(8) SYNOPSIS, MOUNT OPTIONS, SIGNALS): clean
+unmount and exit 0 on SIGTERM, SIGINT and fusermount3 -u; daemonized start returns
 only once the mount answers; bad option values fail the start with a
 one-line message naming the option and leave nothing mounted."""
 import json

@@ -1,8 +1,10 @@
+# SPDX-License-Identifier: MIT
 """The programs in examples/, each run as two processes on a real mount.
 
 Every example uses the same region layout, so each creator is also tried
 with another language's attacher.  The C example is compiled against the
-library in the build tree (it is not installed while tests run).
+library in the build tree (nothing is installed while tests run), with an
+rpath to a world-readable copy of it (conftest's RUN_CFLAGS).
 """
 import os
 import select
@@ -12,21 +14,19 @@ import time
 
 import pytest
 
-from conftest import BUILD, CAPSHM_CLI, ROOT, SAN_CFLAGS
+from conftest import BUILD, CAPSHM_CLI, INCDIR, LIBDIR, ROOT, RUN_CFLAGS, SAN_CFLAGS, STAGE
 
 EXAMPLES = os.path.join(ROOT, "examples")
-LIBDIR = os.path.join(BUILD, "src/lib/.libs")
 NODE = shutil.which("node") or "/usr/bin/node"
 
 
 @pytest.fixture(scope="module")
-def c_share(tmp_path_factory):
-    """examples/c/share.c built with -I src/lib -L build/src/lib/.libs -lcapshm."""
-    out = str(tmp_path_factory.mktemp("c-example") / "share")
-    r = subprocess.run(["cc", "-Wall", "-Wextra", "-Werror",
-                        "-I", os.path.join(ROOT, "src/lib"),
-                        "-o", out, os.path.join(EXAMPLES, "c/share.c"),
-                        "-L", LIBDIR, "-lcapshm"] + SAN_CFLAGS,
+def c_share():
+    """examples/c/share.c built with -I src/lib -L build/src/lib/.libs -lcapshm
+    (and an rpath to the world-readable copy of the library)."""
+    out = os.path.join(STAGE, "share")
+    r = subprocess.run(["cc", "-Wall", "-Wextra", "-Werror", "-o", out,
+                        os.path.join(EXAMPLES, "c/share.c")] + RUN_CFLAGS + ["-lcapshm"] + SAN_CFLAGS,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return out
@@ -50,7 +50,6 @@ def example_env(mnt):
     env = dict(os.environ)
     env["CAPSHM_DIR"] = mnt.path
     env["PATH"] = os.path.dirname(os.path.abspath(CAPSHM_CLI)) + os.pathsep + env.get("PATH", "")
-    env["LD_LIBRARY_PATH"] = LIBDIR + (os.pathsep + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
     return env
 
 
@@ -141,7 +140,7 @@ def test_c_example_makefile(tmp_path):
     pc.mkdir()
     (pc / "capshm.pc").write_text(
         "Name: capshm\nDescription: test\nVersion: 0\n"
-        "Libs: -L%s -lcapshm\nCflags: -I%s\n" % (LIBDIR, os.path.join(ROOT, "src/lib")))
+        "Libs: -L%s -lcapshm\nCflags: -I%s\n" % (LIBDIR, INCDIR))
     work = tmp_path / "c"
     shutil.copytree(os.path.join(EXAMPLES, "c"), str(work))
     env = dict(os.environ, PKG_CONFIG_PATH=str(pc))
@@ -159,8 +158,8 @@ def test_libcapshm_man_page_example(mnt, tmp_path):
     src = tmp_path / "demo.c"
     src.write_text(code + "\n")
     exe = str(tmp_path / "demo")
-    r = subprocess.run(["cc", "-Wall", "-Wextra", "-Werror", "-I", os.path.join(ROOT, "src/lib"),
-                        "-o", exe, str(src), "-L", LIBDIR, "-lcapshm"] + SAN_CFLAGS,
+    r = subprocess.run(["cc", "-Wall", "-Wextra", "-Werror", "-o", exe, str(src)] + RUN_CFLAGS +
+                       ["-lcapshm"] + SAN_CFLAGS,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([exe], input="\n", capture_output=True, text=True, env=example_env(mnt),

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A short run of the libFuzzer harnesses (tests/fuzz/run): the option
 parser, the size parser, the names module and the store's state machine with
 its .stats JSON.  Each harness runs a few seconds (CAPSHM_FUZZ_SECONDS, or a

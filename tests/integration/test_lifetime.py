@@ -1,4 +1,5 @@
-"""Lifetime (SPEC.md "Lifetime"): a region lives while a process holds it
+# SPDX-License-Identifier: MIT
+"""Lifetime (capshmfs(8) LIFETIME): a region lives while a process holds it
 (open fd or mapping, even after the fd is closed), lingers `linger` seconds
 after the last holder goes (a SIGKILLed process holds nothing), unlink
 removes the name at once but not the memory, and minted names expire.

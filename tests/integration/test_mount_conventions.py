@@ -1,4 +1,5 @@
-"""mount(8) and /etc/fstab conventions (SPEC.md "Programs"): `mount -t
+# SPDX-License-Identifier: MIT
+"""mount(8) and /etc/fstab conventions (capshmfs(8) SYNOPSIS): `mount -t
 fuse.capshmfs capshm MNT` and an fstab line start capshmfs through
 mount.fuse3, umount(8) unmounts, and the daemon then exits.
 

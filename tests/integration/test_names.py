@@ -1,4 +1,5 @@
-"""Names (SPEC.md "Names"): capability names are minted by .new, created
+# SPDX-License-Identifier: MIT
+"""Names (capshmfs(8) NAMES): capability names are minted by .new, created
 only by their minter before mint_ttl, and everything else is ENOENT (to look
 up) or EACCES (to create); the namespace is flat (EPERM for everything that
 would make it otherwise)."""

@@ -1,5 +1,6 @@
+# SPDX-License-Identifier: MIT
 """names=any: unmodified POSIX shared-memory programs on a capshm mount bound
-over /dev/shm in a private mount namespace (SPEC.md mount option `names`)."""
+over /dev/shm in a private mount namespace (capshmfs(8) mount option `names`)."""
 import errno
 import os
 import subprocess
@@ -7,11 +8,9 @@ import textwrap
 
 import pytest
 
-from conftest import BUILD, mounted
+from conftest import POSIX_HELPER, mounted
 
-POSIX_SHM = os.path.abspath(os.environ.get("CAPSHM_POSIX_HELPER",
-                           os.path.join(os.path.dirname(os.environ.get("CAPSHM_HELPER", os.path.join(
-                               BUILD, "tests/integration/helpers/shm-helper"))), "posix-shm")))
+POSIX_SHM = POSIX_HELPER
 
 
 def in_shm_namespace(mnt, script, timeout=30):

@@ -1,4 +1,5 @@
-"""Quotas at the call that asks (SPEC.md "Regions", "Mount options"):
+# SPDX-License-Identifier: MIT
+"""Quotas at the call that asks (capshmfs(8) REGIONS, MOUNT OPTIONS):
 growing past quota or max_regions is EDQUOT and past size is ENOSPC, from
 the ftruncate/fallocate/write/open(O_CREAT) itself, never as a SIGBUS later.
 write() past EOF is charged too, on both data paths (passthrough opens use

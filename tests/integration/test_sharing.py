@@ -1,7 +1,8 @@
+# SPDX-License-Identifier: MIT
 """Sharing: stores, atomics, process-shared mutexes and futexes in one region
 are coherent across processes at once, and read/write agree with mmap
-(SPEC.md "Regions": "All mappings of a region by all processes see the same
-bytes at once").  Run on every data path under test."""
+(capshmfs(8) DATA PATHS: "Both paths give every process the same bytes at
+once").  Run on every data path under test."""
 import mmap
 import os
 import struct

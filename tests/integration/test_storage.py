@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Where region bytes live: a private tmpfs (default) or one memfd per region
 (the fallback, CAPSHM_STORAGE=memfd).
 

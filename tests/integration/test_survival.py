@@ -1,5 +1,6 @@
-"""The daemon survives bad input and leaves other regions alone (SPEC.md
-"Names", "The mount root"): odd names, writes to the control files, absurd
+# SPDX-License-Identifier: MIT
+"""The daemon survives bad input and leaves other regions alone (capshmfs(8)
+NAMES, CONTROL FILES): odd names, writes to the control files, absurd
 sizes, offsets and xattrs are refused with an error; afterwards the daemon
 is alive, .stats parses, and a canary region -- open here and mapped by
 another process the whole time -- still holds exactly its bytes.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """How requests reach the daemon: FUSE over io_uring or /dev/fuse.
 
 - CAPSHM_IO_URING=auto (the default) uses io_uring when the build has it

@@ -1,4 +1,5 @@
-"""Extended attributes (SPEC.md "Extended attributes"): user.capshm.state,
+# SPDX-License-Identifier: MIT
+"""Extended attributes (capshmfs(8) "Extended attributes"): user.capshm.state,
 holders, pids, created, pin, seal and ro on regions; unknown names are
 ENODATA to get and EINVAL to set."""
 import os

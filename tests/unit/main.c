@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* unit-tests — the single runner for every core suite.
  *
  * Prints Check's normal report, then as its last line

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* suites — one Check suite per core module; tests/unit/main.c runs them all. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for src/core/names.c: encoder, minting, validation, comparison. */
 #include <errno.h>
 #include <glib.h>

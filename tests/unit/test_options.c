@@ -1,4 +1,5 @@
-/* Unit tests for src/core/options.c: every -o option of SPEC.md. */
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for src/core/options.c: every -o option of capshmfs(8). */
 #include <errno.h>
 #include <glib.h>
 #include <stdint.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for src/core/procwatch.c (who holds a region, for display),
  * against real processes and a real tmpfs file in /dev/shm: procwatch
  * reads /proc, so fakes would prove nothing. */

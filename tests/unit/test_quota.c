@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for src/core/quota.c: per-uid and mount-wide accounting. */
 #include <errno.h>
 #include <glib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for src/core/store.c: names, data accounting and the lifetime
  * state machine.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* attack-helper — what a hostile (or just unusual) local process does to a
  * capshm region, for tests/integration/test_attacks.py.
  *

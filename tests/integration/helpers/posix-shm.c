@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* posix-shm — an unmodified POSIX shared-memory client, for testing capshm
  * mounted over /dev/shm with names=any.  Uses only shm_open/shm_unlink.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* shm-helper — small, strict actions on a shared-memory file, for the
  * capshm real-mount integration tests (tests/integration/test_*.py files).
  *
