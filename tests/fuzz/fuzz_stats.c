@@ -4,25 +4,63 @@
  * The input is a program: a few setup bytes (names mode, data path, limits)
  * then operations, each an opcode byte and argument bytes: mint, create,
  * open, release, resize, write, fallocate, pin/unpin, unlink, tick (advance
- * a fake clock), seal, chown, read-only name, lookup, map/unmap by a fake
- * process, kill a fake process, holder pids and .stats.  Processes are
- * simulated through StoreProcOps (tgid_of, maps_node, watch/unwatch,
- * scan_all), so lifetime decisions run exactly as in the daemon.
+ * a fake clock the way the daemon does: store_tick at every time
+ * store_next_due names), jump (advance it at once and tick once, as after a
+ * stall), seal, chown, read-only name, lookup, map/unmap by a fake process,
+ * kill a fake process, make the hold probe fail, .stats and listings.
  *
- * After every operation the harness checks the store against its own model:
+ * The fake process world: processes 1..NPROC open handles and map regions
+ * (by the read-write or the read-only node).  Mapping takes an open handle
+ * (a process opens the region by name unless it has it open already) and
+ * may close it right after, as open+mmap+close does.  On the passthrough
+ * path a mapping outlives its handle and the store learns about it only
+ * through the hold probe (store_set_hold_probe), which answers "held"
+ * exactly when some live fake process maps r->ino or r->ro_ino; on the cache
+ * path the kernel keeps the mapped file open, so a mapping holds an open
+ * handle of its own until it is unmapped.  Killing a process drops its
+ * mappings, then releases its handles.  The probe can be made to fail with
+ * -EMFILE for the next few questions or until told otherwise.
+ *
+ * After every operation (and after every store_tick) the harness checks the
+ * store against its own model:
  *  - quota_total_bytes() is the sum of the sizes of live regions, and per
- *    uid the regions and bytes match;
+ *    uid the regions and bytes match: quota stays charged while a region
+ *    exists and only then;
  *  - store_region_count() is the number of live regions, and the
  *    lingering/pinned counts match the regions' states;
- *  - an open region is live; an unlinked live region is held;
+ *  - a region's open_count/writable_opens are the handles the model has
+ *    open on it; an unlinked live region is held;
+ *  - a region with open handles or that some fake process maps is never
+ *    destroyed (checked in the destroy hook, at whatever fake time the
+ *    store destroys it, and after every store_tick), and the store counts it
+ *    as held (state live) all along, whatever the probe answers (-EMFILE
+ *    included);
+ *  - the store asks the probe only on the passthrough path, only about
+ *    live regions with no open handle, and passes its own file; the unheld
+ *    hook runs only for regions nobody has open or maps;
+ *  - a region that nobody maps and nobody has open is destroyed within
+ *    linger + 1 s + 250 ms of fake time (counted from when it was freed, or
+ *    unpinned, or the probe last failed for it, or the clock last jumped)
+ *    unless pinned, and is pinned-state by then if pinned; an unlinked one
+ *    within 1 s + 250 ms, at once when its last handle is released (the
+ *    store asks then), and at once after the probe says "free";
+ *  - once the store has learnt that a region is free (the probe said so,
+ *    its last handle closed on the cache path, or it was just created), it
+ *    lingers exactly linger seconds from then (or from an unpin), or is in
+ *    the pinned state at once if pinned;
+ *  - store_tick never asks to be called again at once, and agrees with
+ *    store_next_due;
  *  - lookup finds a region by its names exactly while it is live and not
  *    unlinked;
  *  - every .stats output is strict JSON (see json_check.h) whose numbers
  *    agree with the store;
- *  - watch/unwatch calls balance: no unwatch of an unwatched process, and
- *    no watch left once the store is freed (a leaked watch is a leaked
- *    pidfd in the daemon).
- * ASan/UBSan/LSan catch memory errors and leaks (regions are refcounted).
+ *  - no GLib warning or critical, except the store's warning about a failed
+ *    probe: only after the probe failed, and at most once per store (no log
+ *    flood however often it fails).
+ * At the end every handle is released, every process killed and the probe
+ * healed; after linger + 2 s every region but the pinned, named ones must
+ * be gone.  ASan/UBSan/LSan catch memory errors and leaks (regions are
+ * refcounted).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -49,29 +87,69 @@
 
 #define MAX_REGIONS 24
 #define MAX_HANDLES 32
+#define MAX_MAPS 48
 #define MAX_MINTS 16
-#define NPROC 8 /* fake processes: tgid 1..NPROC; tids NPROC+1..2*NPROC are their threads */
+#define NPROC 8 /* fake processes: 1..NPROC */
+#define NOPS 21
+/* The longest a region nobody holds may wait for the store to notice: the
+ * slowest probe interval (1 s) plus slack (the fastest intervals' last). */
+#define NOTICE_US (1000 * 1000 + 250 * 1000)
 
 typedef struct {
     CapshmRegion *r; /* harness reference */
-    pid_t tid;
+    pid_t tgid;
     bool writable;
 } Handle;
 
 typedef struct {
+    CapshmRegion *r; /* harness reference */
+    pid_t tgid;
+    uint64_t ino;    /* r->ino or r->ro_ino */
+    bool writable;
+    bool holds_open; /* cache path: the mapped file stays open (one handle) */
+} Mapping;
+
+/* What the harness knows about each region beyond the store's fields. */
+typedef struct {
+    bool held;           /* model: open handles or mapped by a live process */
+    int64_t free_since;  /* when it last became unheld (valid while !held) */
+    int64_t last_unpin;  /* last unpin of a pinned region: linger restarts */
+    int64_t last_err;    /* last time the probe failed for it */
+    bool told_free;      /* the store learnt it is free since it was last
+                          * held: the probe said so, its last handle closed
+                          * on the cache path, or it was just created */
+    int64_t linger_from; /* when it learnt that, or when it was unpinned */
+    uint64_t linger_tick; /* how many store_ticks had run by then */
+} RegionModel;
+
+typedef struct {
     const uint8_t *p, *end;
     CapshmStore *s;
+    bool passthrough;
+    unsigned linger_s;
     int64_t now;
+    int64_t last_jump;   /* the clock last moved without ticking in between */
+    uint64_t ticks;      /* store_tick calls so far */
+    int64_t last_tick;   /* fake time of the last one */
     CapshmRegion *regions[MAX_REGIONS];
+    RegionModel model[MAX_REGIONS];
     unsigned nregions;
     Handle handles[MAX_HANDLES];
     unsigned nhandles;
+    Mapping maps[MAX_MAPS];
+    unsigned nmaps;
     char mints[MAX_MINTS][NAMES_BUF];
     unsigned nmints;
-    bool dead[NPROC + 1];
-    GHashTable *maps;    /* "tgid:ino" strings: process maps node */
-    GHashTable *watches; /* tgid -> count */
+    /* the hold probe */
+    bool fail_always;    /* every question fails with -EMFILE */
+    unsigned fail_next;  /* the next this many questions fail */
+    uint64_t probes, probe_errors, probe_warnings;
+    /* hooks */
+    uint64_t destroy_hooks;
+    bool freeing;        /* in store_free: everything goes */
 } Fuzz;
+
+static Fuzz *current; /* for the log handler */
 
 static uint8_t
 next(Fuzz *f)
@@ -88,7 +166,81 @@ next64(Fuzz *f, unsigned nbytes)
     return v;
 }
 
-/* --- fake process world ------------------------------------------------------ */
+/* --- the model of who holds what ------------------------------------------- */
+
+static int
+region_index(Fuzz *f, const CapshmRegion *r)
+{
+    for (unsigned i = 0; i < f->nregions; i++)
+        if (f->regions[i] == r)
+            return (int)i;
+    return -1;
+}
+
+/* Some live fake process maps @r (through either of its nodes). */
+static bool
+model_mapped(Fuzz *f, const CapshmRegion *r)
+{
+    for (unsigned i = 0; i < f->nmaps; i++) {
+        uint64_t ino = f->maps[i].ino;
+        if (ino == r->ino || (r->ro_ino && ino == r->ro_ino))
+            return true;
+    }
+    return false;
+}
+
+/* Open handles on @r: the harness's own, plus (cache path) mapped files. */
+static unsigned
+model_opens(Fuzz *f, const CapshmRegion *r, unsigned *writable)
+{
+    unsigned n = 0, w = 0;
+    for (unsigned i = 0; i < f->nhandles; i++)
+        if (f->handles[i].r == r) {
+            n++;
+            w += f->handles[i].writable;
+        }
+    for (unsigned i = 0; i < f->nmaps; i++)
+        if (f->maps[i].r == r && f->maps[i].holds_open) {
+            n++;
+            w += f->maps[i].writable;
+        }
+    if (writable)
+        *writable = w;
+    return n;
+}
+
+static bool
+model_held(Fuzz *f, const CapshmRegion *r)
+{
+    return model_opens(f, r, NULL) > 0 || model_mapped(f, r);
+}
+
+/* Record who is held now; a region freed by this operation is free since
+ * now (operations other than tick and jump do not move the clock). */
+static void
+update_held(Fuzz *f)
+{
+    for (unsigned i = 0; i < f->nregions; i++) {
+        RegionModel *m = &f->model[i];
+        bool held = region_is_alive(f->regions[i]) && model_held(f, f->regions[i]);
+        if (held) {
+            m->told_free = false;
+        } else if (m->held) {
+            m->free_since = f->now;
+        }
+        m->held = held;
+    }
+}
+
+/* --- the fake kernel and the store's hooks ------------------------------------ */
+
+/* The store learnt @r is free, or unpinned it: its linger starts now. */
+static void
+linger_starts(Fuzz *f, int i)
+{
+    f->model[i].linger_from = f->now;
+    f->model[i].linger_tick = f->ticks;
+}
 
 static int64_t
 fake_now(void *data)
@@ -96,69 +248,78 @@ fake_now(void *data)
     return ((Fuzz *)data)->now;
 }
 
-static pid_t
-fake_tgid_of(void *data, pid_t tid)
+static int
+fake_probe(CapshmRegion *r, int own_fd, void *data)
 {
     Fuzz *f = data;
-    pid_t tg = tid > NPROC ? tid - NPROC : tid;
-    if (tg <= 0 || tg > NPROC || f->dead[tg])
-        return 0;
-    return tg;
-}
-
-static char *
-map_key(pid_t tgid, uint64_t ino)
-{
-    return g_strdup_printf("%d:%" G_GUINT64_FORMAT, (int)tgid, (guint64)ino);
-}
-
-static bool
-fake_maps_node(void *data, pid_t tgid, uint64_t ino, uint64_t ro_ino)
-{
-    Fuzz *f = data;
-    g_autofree char *a = map_key(tgid, ino);
-    g_autofree char *b = ro_ino ? map_key(tgid, ro_ino) : NULL;
-    return g_hash_table_contains(f->maps, a) || (b && g_hash_table_contains(f->maps, b));
-}
-
-static void
-fake_watch(void *data, pid_t tgid)
-{
-    Fuzz *f = data;
-    CHECK(tgid > 0 && tgid <= NPROC, "watch of tgid %d", (int)tgid);
-    unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(f->watches, GINT_TO_POINTER(tgid)));
-    g_hash_table_insert(f->watches, GINT_TO_POINTER(tgid), GUINT_TO_POINTER(n + 1));
-}
-
-static void
-fake_unwatch(void *data, pid_t tgid)
-{
-    Fuzz *f = data;
-    unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(f->watches, GINT_TO_POINTER(tgid)));
-    CHECK(n > 0, "unwatch of unwatched tgid %d", (int)tgid);
-    if (n == 1)
-        g_hash_table_remove(f->watches, GINT_TO_POINTER(tgid));
-    else
-        g_hash_table_insert(f->watches, GINT_TO_POINTER(tgid), GUINT_TO_POINTER(n - 1));
-}
-
-static void
-fake_scan_all(void *data, GHashTable *wanted, GHashTable *owners)
-{
-    Fuzz *f = data;
-    GHashTableIter it;
-    gpointer key;
-    g_hash_table_iter_init(&it, f->maps);
-    while (g_hash_table_iter_next(&it, &key, NULL)) {
-        int tgid;
-        guint64 ino;
-        CHECK(sscanf(key, "%d:%" G_GUINT64_FORMAT, &tgid, &ino) == 2, "map key");
-        if (g_hash_table_contains(wanted, &ino) && !g_hash_table_contains(owners, &ino)) {
-            uint64_t *k = g_new(uint64_t, 1);
-            *k = ino;
-            g_hash_table_insert(owners, k, GINT_TO_POINTER(tgid));
-        }
+    CHECK(f->passthrough, "the store asked the hold probe on the cache path");
+    CHECK(region_is_alive(r), "the store asked about a destroyed region");
+    CHECK(r->open_count == 0, "the store asked about a region with %u open handles", r->open_count);
+    /* memfd storage: the store's own file is the memfd itself. */
+    CHECK(own_fd >= 0 && own_fd == r->fd, "probe got own fd %d, region fd %d", own_fd, r->fd);
+    int i = region_index(f, r);
+    CHECK(i >= 0, "probe of a region the harness never saw");
+    f->probes++;
+    if (f->fail_always || f->fail_next) {
+        if (f->fail_next)
+            f->fail_next--;
+        f->probe_errors++;
+        f->model[i].last_err = f->now;
+        return -EMFILE;
     }
+    if (model_mapped(f, r))
+        return 1;
+    f->model[i].told_free = true;
+    linger_starts(f, i);
+    return 0;
+}
+
+static void
+on_destroy(CapshmRegion *r, void *data)
+{
+    Fuzz *f = data;
+    CHECK(region_is_alive(r), "destroy hook for a destroyed region");
+    f->destroy_hooks++;
+    if (f->freeing)
+        return;
+    unsigned opens = model_opens(f, r, NULL);
+    bool mapped = model_mapped(f, r);
+    CHECK(opens == 0 && !mapped,
+          "region ino %llu destroyed at fake time %lld while held: %u open handles, mapped %d",
+          (unsigned long long)r->ino, (long long)f->now, opens, mapped);
+}
+
+static void
+on_unheld(CapshmRegion *r, void *data)
+{
+    Fuzz *f = data;
+    CHECK(region_is_alive(r), "unheld hook for a destroyed region");
+    CHECK(r->open_count == 0, "unheld hook with %u open handles", r->open_count);
+    CHECK(!model_mapped(f, r), "unheld hook for region ino %llu that a process maps",
+          (unsigned long long)r->ino);
+}
+
+/* g_warn_if_fail / g_return_if_fail in the core are bugs here; so is any
+ * warning but the store's one about a failed probe. */
+static void
+log_handler(const gchar *domain, GLogLevelFlags level, const gchar *msg, gpointer data)
+{
+    (void)data;
+    if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING)) {
+        if ((level & G_LOG_LEVEL_WARNING) && current &&
+            g_str_has_prefix(msg, "asking the kernel whether a region is still mapped: ") &&
+            strstr(msg, g_strerror(EMFILE))) {
+            CHECK(current->probe_errors > 0, "probe warning without a probe error: %s", msg);
+            current->probe_warnings++;
+            CHECK(current->probe_warnings == 1, "probe warning logged %llu times",
+                  (unsigned long long)current->probe_warnings);
+            return;
+        }
+        fprintf(stderr, "fuzz_stats: unexpected log message (%s, level %d): %s\n",
+                domain ? domain : "-", (int)level, msg);
+        abort();
+    }
+    g_log_default_handler(domain, level, msg, NULL);
 }
 
 /* --- model checks -------------------------------------------------------------- */
@@ -210,11 +371,64 @@ check_stats(Fuzz *f, uid_t uid, bool root)
     g_free(js);
 }
 
+/* The lifetime invariants; cheap (no system calls), so they run after every
+ * store_tick too.  The model's held flags must be current (update_held). */
+static void
+check_lifetime(Fuzz *f)
+{
+    for (unsigned i = 0; i < f->nregions; i++) {
+        CapshmRegion *r = f->regions[i];
+        RegionModel *m = &f->model[i];
+        if (!region_is_alive(r)) {
+            CHECK(!m->held, "region %u destroyed while held", i);
+            continue;
+        }
+        if (m->held) {
+            CHECK(region_is_held(r) && r->state == REGION_LIVE,
+                  "region %u is open or mapped but the store has it in state %d "
+                  "(open %u, kernel_held %d)", i, r->state, r->open_count, r->kernel_held);
+            continue;
+        }
+        if (r->unlinked)
+            CHECK(!m->told_free, "region %u: unlinked, the store knows it is free, still alive", i);
+        if (m->told_free && r->pinned) {
+            CHECK(r->state == REGION_PINNED, "region %u: pinned, the store knows it is free, "
+                  "state %d", i, r->state);
+        } else if (m->told_free) {
+            /* Its linger runs from when the store learnt it is free (or
+             * it was unpinned), to the microsecond: no store_tick at or
+             * after the deadline has run since then, as store_tick runs at
+             * every time store_next_due names. */
+            int64_t deadline = m->linger_from + (int64_t)f->linger_s * G_USEC_PER_SEC;
+            CHECK(r->state == REGION_LINGERING &&
+                  (f->ticks == m->linger_tick || f->last_tick < deadline),
+                  "region %u: lingering since %lld, state %d, a store_tick at %lld "
+                  "(linger %u s)", i, (long long)m->linger_from, r->state,
+                  (long long)f->last_tick, f->linger_s);
+        }
+        int64_t since = MAX(MAX(m->free_since, f->last_jump), MAX(m->last_unpin, m->last_err));
+        if (r->pinned && !r->unlinked) {
+            if (f->now >= since + NOTICE_US)
+                CHECK(r->state == REGION_PINNED, "region %u: pinned, unheld since %lld, "
+                      "state %d at %lld", i, (long long)since, r->state, (long long)f->now);
+            continue;
+        }
+        int64_t deadline = since + NOTICE_US +
+                           (r->unlinked ? 0 : (int64_t)f->linger_s * G_USEC_PER_SEC);
+        CHECK(f->now < deadline,
+              "region %u (ino %llu, unlinked %d, state %d, kernel_held %d) nobody holds since "
+              "%lld outlives its deadline %lld (now %lld, linger %u s)",
+              i, (unsigned long long)r->ino, r->unlinked, r->state, r->kernel_held,
+              (long long)since, (long long)deadline, (long long)f->now, f->linger_s);
+    }
+}
+
 static void
 check_model(Fuzz *f)
 {
     unsigned alive = 0, lingering = 0, pinned = 0;
     uint64_t bytes = 0;
+    update_held(f);
     for (unsigned i = 0; i < f->nregions; i++) {
         CapshmRegion *r = f->regions[i];
         if (!region_is_alive(r)) {
@@ -231,13 +445,18 @@ check_model(Fuzz *f)
         CHECK(fstat(r->fd, &st) == 0 && (uint64_t)st.st_size == r->size,
               "region says %llu bytes, its memfd has %lld", (unsigned long long)r->size,
               (long long)st.st_size);
+        unsigned w, n = model_opens(f, r, &w);
+        CHECK(r->open_count == n && r->writable_opens == w,
+              "region %u: store counts %u open (%u writable), model %u (%u)", i, r->open_count,
+              r->writable_opens, n, w);
         if (r->open_count > 0)
             CHECK(r->state == REGION_LIVE, "open region in state %d", r->state);
+        if (r->open_count > 0 || !f->passthrough)
+            CHECK(!r->kernel_held, "kernel_held with open handles or on the cache path");
         if (r->state == REGION_PINNED)
             CHECK(r->pinned, "state pinned but not pinned");
         if (r->unlinked)
             CHECK(r->state == REGION_LIVE, "unlinked unheld region survives (state %d)", r->state);
-        CHECK(r->writable_opens <= r->open_count, "writable_opens > open_count");
         bool is_ro = true;
         CapshmRegion *found = store_lookup(f->s, r->name, &is_ro);
         if (r->unlinked) {
@@ -258,9 +477,46 @@ check_model(Fuzz *f)
     CHECK(store_count_in_state(f->s, REGION_PINNED) == pinned, "pinned count");
     CHECK(bytes <= quota_size_limit(store_quota(f->s)), "over the size limit");
     quota_foreach(store_quota(f->s), check_usage, f);
+    StoreCounters c = store_counters(f->s);
+    CHECK(c.destroyed == f->destroy_hooks, "%llu destroyed, %llu destroy hooks",
+          (unsigned long long)c.destroyed, (unsigned long long)f->destroy_hooks);
+    check_lifetime(f);
 }
 
-/* --- operations ------------------------------------------------------------------- */
+/* --- the clock ------------------------------------------------------------------ */
+
+static void
+tick_at(Fuzz *f, int64_t t)
+{
+    f->now = t;
+    int64_t d = store_tick(f->s);
+    f->ticks++;
+    f->last_tick = t;
+    CHECK(d == -1 || d > 0, "store_tick gave %lld: everything due should have run",
+          (long long)d);
+    CHECK(store_next_due(f->s) == d, "store_next_due %lld, store_tick said %lld",
+          (long long)store_next_due(f->s), (long long)d);
+    check_lifetime(f);
+}
+
+/* Move the clock to @target the way the daemon does: store_tick at every
+ * time store_next_due names on the way, and at @target. */
+static void
+advance(Fuzz *f, int64_t target)
+{
+    update_held(f);
+    for (unsigned steps = 0;; steps++) {
+        CHECK(steps < 100000, "store_tick keeps asking to be called");
+        int64_t d = store_next_due(f->s);
+        CHECK(d >= -1, "store_next_due gave %lld", (long long)d);
+        bool last = d < 0 || d >= target - f->now;
+        tick_at(f, last ? target : f->now + d);
+        if (last)
+            break;
+    }
+}
+
+/* --- the fake process world --------------------------------------------------------- */
 
 static CapshmRegion *
 pick_region(Fuzz *f)
@@ -272,20 +528,48 @@ pick_region(Fuzz *f)
 static void
 track_region(Fuzz *f, CapshmRegion *r)
 {
-    for (unsigned i = 0; i < f->nregions; i++)
-        if (f->regions[i] == r)
-            return;
+    if (region_index(f, r) >= 0)
+        return;
     CHECK(f->nregions < MAX_REGIONS, "region table full");
+    /* Nobody has it open yet: it is free from now on. */
+    f->model[f->nregions] = (RegionModel){ .held = false, .free_since = f->now,
+                                           .last_unpin = INT64_MIN, .last_err = INT64_MIN,
+                                           .told_free = true, .linger_from = f->now,
+                                           .linger_tick = f->ticks };
     f->regions[f->nregions++] = region_ref(r);
 }
 
-static void
-add_handle(Fuzz *f, CapshmRegion *r, pid_t tid, bool writable)
+/* The FUSE layer's OPEN: on the passthrough path it registers the store's
+ * backing file (the memfd itself with memfd storage). */
+static int
+add_handle(Fuzz *f, CapshmRegion *r, pid_t tgid, bool writable)
 {
     if (f->nhandles >= MAX_HANDLES || !region_is_alive(r))
-        return;
-    store_opened(f->s, r, tid, writable);
-    f->handles[f->nhandles++] = (Handle){ region_ref(r), tid, writable };
+        return -1;
+    store_opened(f->s, r, writable);
+    if (f->passthrough) {
+        int fd = store_backing_fd(f->s, r);
+        CHECK(fd >= 0 && fd == r->fd, "backing fd %d, region fd %d", fd, r->fd);
+    }
+    f->handles[f->nhandles] = (Handle){ region_ref(r), tgid, writable };
+    return (int)f->nhandles++;
+}
+
+/* A RELEASE.  The last one of an unlinked region that nobody maps destroys
+ * it at once, unless the probe failed (the store then asks again later). */
+static void
+store_release(Fuzz *f, CapshmRegion *r, bool writable)
+{
+    uint64_t errors = f->probe_errors;
+    store_released(f->s, r, writable);
+    int i = region_index(f, r);
+    if (!f->passthrough && !model_held(f, r)) {
+        f->model[i].told_free = true; /* no mapping outlives the handles */
+        linger_starts(f, i);
+    }
+    CHECK(!region_is_alive(r) || !r->unlinked || model_held(f, r) || f->probe_errors != errors,
+          "unlinked region ino %llu nobody holds survives its last release (state %d, "
+          "kernel_held %d)", (unsigned long long)r->ino, r->state, r->kernel_held);
 }
 
 static void
@@ -293,32 +577,72 @@ release_handle(Fuzz *f, unsigned i)
 {
     Handle h = f->handles[i];
     f->handles[i] = f->handles[--f->nhandles];
-    store_released(f->s, h.r, h.tid, h.writable);
+    store_release(f, h.r, h.writable);
     region_unref(h.r);
+}
+
+static void
+remove_mapping(Fuzz *f, unsigned i)
+{
+    Mapping m = f->maps[i];
+    f->maps[i] = f->maps[--f->nmaps];
+    if (m.holds_open)
+        store_release(f, m.r, m.writable);
+    region_unref(m.r);
+}
+
+/* Process @tgid maps @r (a = the operation's flag byte). */
+static void
+map_region(Fuzz *f, CapshmRegion *r, pid_t tgid, uint8_t a)
+{
+    if (f->nmaps >= MAX_MAPS || !region_is_alive(r))
+        return;
+    int h = -1;
+    for (unsigned i = 0; i < f->nhandles; i++)
+        if (f->handles[i].r == r && f->handles[i].tgid == tgid)
+            h = (int)i;
+    if (h < 0) {
+        /* Not open in this process: open it by name first (impossible
+         * once it is unlinked). */
+        if (r->unlinked)
+            return;
+        h = add_handle(f, r, tgid, a & 0x10);
+        if (h < 0)
+            return;
+    }
+    bool writable = f->handles[h].writable && (a & 0x20);
+    uint64_t ino = (a & 0x80) && r->ro_ino ? r->ro_ino : r->ino;
+    f->maps[f->nmaps++] = (Mapping){ region_ref(r), tgid, ino, writable, !f->passthrough };
+    if (!f->passthrough)
+        store_opened(f->s, r, writable); /* the mapped file stays open */
+    if (a & 0x08)
+        release_handle(f, (unsigned)h); /* open, mmap, close */
+}
+
+static void
+unmap_region(Fuzz *f, CapshmRegion *r, pid_t tgid)
+{
+    for (unsigned i = f->nmaps; i-- > 0;)
+        if (f->maps[i].r == r && f->maps[i].tgid == tgid) {
+            remove_mapping(f, i);
+            return;
+        }
 }
 
 static void
 kill_process(Fuzz *f, pid_t tgid)
 {
-    /* The kernel drops its mappings (exit_mm), closes its files (RELEASE
-     * arrives while /proc/PID is gone), then the pidfd fires (only if
-     * someone watches it). */
-    GHashTableIter it;
-    gpointer key;
-    g_autofree char *prefix = g_strdup_printf("%d:", (int)tgid);
-    g_hash_table_iter_init(&it, f->maps);
-    while (g_hash_table_iter_next(&it, &key, NULL))
-        if (g_str_has_prefix(key, prefix))
-            g_hash_table_iter_remove(&it);
-    f->dead[tgid] = true;
+    /* The kernel drops its mappings (exit_mm), then closes its files
+     * (RELEASE arrives after the mappings are gone). */
+    for (unsigned i = f->nmaps; i-- > 0;)
+        if (f->maps[i].tgid == tgid)
+            remove_mapping(f, i);
     for (unsigned i = f->nhandles; i-- > 0;)
-        if (f->handles[i].tid == tgid || f->handles[i].tid == tgid + NPROC)
+        if (f->handles[i].tgid == tgid)
             release_handle(f, i);
-    if (g_hash_table_contains(f->watches, GINT_TO_POINTER(tgid)))
-        store_process_exited(f->s, tgid);
-    /* A new process may later reuse the pid. */
-    f->dead[tgid] = false;
 }
+
+/* --- operations ------------------------------------------------------------------- */
 
 static const char *
 pick_name(Fuzz *f, char buf[NAMES_MAX + 1])
@@ -373,7 +697,8 @@ op_create(Fuzz *f)
     char buf[NAMES_MAX + 1];
     const char *name = pick_name(f, buf);
     uint8_t a = next(f);
-    CapshmCaller c = { .uid = a % 3 == 0 ? 0 : 1000 + a % 3, .gid = 100, .pid = next(f) % (2 * NPROC + 1) };
+    uint8_t who = next(f);
+    CapshmCaller c = { .uid = a % 3 == 0 ? 0 : 1000 + a % 3, .gid = 100, .pid = who % (NPROC + 1) };
     mode_t mode = (mode_t)next64(f, 2);
     bool excl = a & 8;
     bool open_it = a & 16;
@@ -395,7 +720,7 @@ op_create(Fuzz *f)
         }
         track_region(f, r);
         if (open_it)
-            add_handle(f, r, c.pid, a & 32);
+            add_handle(f, r, 1 + who % NPROC, a & 32);
     } else {
         CHECK(rc == -EACCES || rc == -EEXIST || rc == -EDQUOT, "create gave %d", rc);
         CHECK(r == NULL && !created, "failed create returned a region");
@@ -429,7 +754,7 @@ op_write(Fuzz *f, CapshmRegion *r, uint64_t off, uint64_t len)
 static void
 run_op(Fuzz *f, uint8_t op)
 {
-    switch (op % 20) {
+    switch (op % NOPS) {
     case 0: {
         uid_t uid = next(f) % 3 == 0 ? 0 : 1001;
         char name[NAMES_BUF];
@@ -449,7 +774,7 @@ run_op(Fuzz *f, uint8_t op)
     case 3: {
         CapshmRegion *r = pick_region(f);
         if (r)
-            add_handle(f, r, next(f) % (2 * NPROC + 1), next(f) & 1);
+            add_handle(f, r, 1 + next(f) % NPROC, next(f) & 1);
         break;
     }
     case 4:
@@ -495,8 +820,15 @@ run_op(Fuzz *f, uint8_t op)
     }
     case 8: {
         CapshmRegion *r = pick_region(f);
-        if (r)
-            store_set_pinned(f->s, r, next(f) & 1);
+        bool pin = next(f) & 1;
+        if (!r)
+            break;
+        int i = region_index(f, r);
+        if (!pin && r->pinned) {
+            f->model[i].last_unpin = f->now; /* its linger starts afresh */
+            linger_starts(f, i);
+        }
+        store_set_pinned(f->s, r, pin);
         break;
     }
     case 9: {
@@ -509,13 +841,10 @@ run_op(Fuzz *f, uint8_t op)
         CHECK(store_lookup(f->s, r->name, NULL) != r, "unlinked name still found");
         break;
     }
-    case 10: {
-        /* Advance the clock by up to ~65 s and run what is due. */
-        f->now += (int64_t)next64(f, 2) * 1000;
-        int64_t d = store_tick(f->s);
-        CHECK(d >= -1, "store_tick gave %lld", (long long)d);
+    case 10:
+        /* Advance the clock by up to ~65 s, ticking whenever due. */
+        advance(f, f->now + (int64_t)next64(f, 2) * 1000);
         break;
-    }
     case 11: {
         CapshmRegion *r = pick_region(f);
         if (!r)
@@ -558,33 +887,29 @@ run_op(Fuzz *f, uint8_t op)
         break;
     }
     case 15: {
-        /* Process maps (or unmaps) a region. */
+        /* A process maps (or unmaps) a region. */
         CapshmRegion *r = pick_region(f);
         uint8_t a = next(f);
         pid_t tgid = 1 + a % NPROC;
         if (!r)
             break;
-        g_autofree char *k = map_key(tgid, (a & 0x80) && r->ro_ino ? r->ro_ino : r->ino);
         if (a & 0x40)
-            g_hash_table_remove(f->maps, k);
+            unmap_region(f, r, tgid);
         else
-            g_hash_table_add(f->maps, g_steal_pointer(&k));
+            map_region(f, r, tgid, a);
         break;
     }
     case 16:
         kill_process(f, 1 + next(f) % NPROC);
         break;
     case 17: {
-        CapshmRegion *r = pick_region(f);
-        if (!r)
-            break;
-        g_autoptr(GArray) pids = store_holder_pids(f->s, r);
-        for (guint i = 0; i < pids->len; i++) {
-            pid_t p = g_array_index(pids, pid_t, i);
-            CHECK(p > 0, "holder pid %d", (int)p);
-            for (guint j = 0; j < i; j++)
-                CHECK(g_array_index(pids, pid_t, j) != p, "holder pid %d twice", (int)p);
-        }
+        /* The probe fails (-EMFILE) for the next few questions, or from now
+         * on until told otherwise. */
+        uint8_t a = next(f);
+        if (a & 0x80)
+            f->fail_always = !f->fail_always;
+        else
+            f->fail_next = a % 8;
         break;
     }
     case 18: {
@@ -592,7 +917,7 @@ run_op(Fuzz *f, uint8_t op)
         check_stats(f, a % 3 == 0 ? 0 : 1000 + a % 3, a & 4);
         break;
     }
-    default: {
+    case 19: {
         GPtrArray *list = g_ptr_array_new_with_free_func((GDestroyNotify)region_unref);
         uid_t uid = next(f) % 3 == 0 ? 0 : 1001;
         store_list(f->s, uid, uid == 0, list);
@@ -602,6 +927,16 @@ run_op(Fuzz *f, uint8_t op)
             CHECK(uid == 0 || r->uid == uid, "listed another uid's region");
         }
         g_ptr_array_free(list, TRUE);
+        break;
+    }
+    default: {
+        /* The clock jumps (the daemon was stopped or starved) and one
+         * store_tick runs whatever became due meanwhile. */
+        uint8_t how = next(f);
+        int64_t by = (int64_t)next64(f, how & 1 ? 3 : 2) * 1000;
+        update_held(f);
+        f->last_jump = f->now + by;
+        tick_at(f, f->now + by);
         break;
     }
     }
@@ -615,15 +950,16 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    /* g_warn_if_fail / g_return_if_fail in the core are bugs here. */
-    g_log_set_always_fatal(G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL | G_LOG_FATAL_MASK);
+    /* Criticals are bugs here; warnings too, but for one (log_handler). */
+    g_log_set_always_fatal(G_LOG_LEVEL_CRITICAL | G_LOG_FATAL_MASK);
+    g_log_set_default_handler(log_handler, NULL);
     return 0;
 }
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    Fuzz f = { .p = data, .end = data + size, .now = 1000000 };
+    Fuzz f = { .p = data, .end = data + size, .now = 1000000, .last_jump = INT64_MIN };
     uint8_t cfg = next(&f);
     CapshmOptions o;
     options_init(&o);
@@ -634,17 +970,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.quota_bytes = next(&f) & 1 ? o.size_bytes : o.size_bytes / 2;
     o.max_regions = 1 + next(&f) % 8;
     o.size_set = o.quota_set = true;
+    f.passthrough = cfg & 2;
+    f.linger_s = o.linger_s;
     /* memfd storage: a private tmpfs per input would cost a mount each. */
-    f.s = store_new(&o, cfg & 2, storage_new(STORAGE_MEMFD, NULL, NULL));
+    f.s = store_new(&o, f.passthrough, storage_new(STORAGE_MEMFD, NULL, NULL));
     options_clear(&o);
-    f.maps = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    f.watches = g_hash_table_new(g_direct_hash, g_direct_equal);
+    current = &f;
     store_set_clock(f.s, fake_now, &f);
-    StoreProcOps ops = {
-        .tgid_of = fake_tgid_of, .maps_node = fake_maps_node, .watch = fake_watch,
-        .unwatch = fake_unwatch, .scan_all = cfg & 0x40 ? NULL : fake_scan_all, .data = &f,
-    };
-    store_set_proc_ops(f.s, &ops);
+    store_set_hold_probe(f.s, fake_probe, &f);
+    store_set_destroy_hook(f.s, on_destroy, &f);
+    store_set_unheld_hook(f.s, on_unheld, &f);
 
     unsigned nops = 0;
     static int trace = -1;
@@ -655,15 +990,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const uint8_t *args = f.p;
         run_op(&f, op);
         if (trace) {
-            fprintf(stderr, "op %2u args", op % 20);
+            fprintf(stderr, "op %2u args", op % NOPS);
             for (const uint8_t *a = args; a < f.p; a++)
                 fprintf(stderr, " %02x", *a);
-            fprintf(stderr, "\n");
+            fprintf(stderr, "  (now %lld, probe %s)\n", (long long)f.now,
+                    f.fail_always ? "failing" : f.fail_next ? "failing soon" : "ok");
             for (unsigned i = 0; i < f.nregions; i++) {
                 CapshmRegion *r = f.regions[i];
-                fprintf(stderr, "  region %u: ino %llu uid %u size %llu state %d open %u unlinked %d pinned %d sealed %d\n",
-                        i, (unsigned long long)r->ino, (unsigned)r->uid, (unsigned long long)r->size,
-                        r->state, r->open_count, r->unlinked, r->pinned, r->sealed);
+                fprintf(stderr, "  region %u: ino %llu/%llu uid %u size %llu state %d open %u "
+                        "kernel_held %d mapped %d unlinked %d pinned %d sealed %d\n",
+                        i, (unsigned long long)r->ino, (unsigned long long)r->ro_ino,
+                        (unsigned)r->uid, (unsigned long long)r->size, r->state, r->open_count,
+                        r->kernel_held, model_mapped(&f, r), r->unlinked, r->pinned, r->sealed);
             }
             fprintf(stderr, "  quota total %llu\n", (unsigned long long)quota_total_bytes(store_quota(f.s)));
         }
@@ -671,29 +1009,30 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     check_stats(&f, 0, true);
 
-    /* Everyone goes away: every unpinned region must then expire. */
+    /* Everyone goes away and the probe heals: within linger + 1.25 s every
+     * region but the pinned, named ones must be gone. */
     while (f.nhandles)
         release_handle(&f, f.nhandles - 1);
     for (pid_t p = 1; p <= NPROC; p++)
         kill_process(&f, p);
-    for (int i = 0; i < 4; i++) {
-        f.now += 200 * G_USEC_PER_SEC;
-        store_tick(f.s);
-    }
+    CHECK(f.nmaps == 0, "mappings left after every process died");
+    f.fail_always = false;
+    f.fail_next = 0;
+    check_model(&f);
+    advance(&f, f.now + (int64_t)f.linger_s * G_USEC_PER_SEC + 2 * G_USEC_PER_SEC);
     check_model(&f);
     for (unsigned i = 0; i < f.nregions; i++) {
         CapshmRegion *r = f.regions[i];
-        CHECK(!region_is_alive(r) || (r->pinned && !r->unlinked),
+        CHECK(!region_is_alive(r) || (r->pinned && !r->unlinked && r->state == REGION_PINNED),
               "region %u (state %d, pinned %d) outlived every holder", i, r->state, r->pinned);
     }
+    check_stats(&f, 0, true);
+    f.freeing = true;
     store_free(f.s);
-    CHECK(g_hash_table_size(f.watches) == 0, "%u watches left after store_free",
-          g_hash_table_size(f.watches));
+    current = NULL;
     for (unsigned i = 0; i < f.nregions; i++) {
         CHECK(!region_is_alive(f.regions[i]), "store_free left a live region");
         region_unref(f.regions[i]);
     }
-    g_hash_table_destroy(f.maps);
-    g_hash_table_destroy(f.watches);
     return 0;
 }
