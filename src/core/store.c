@@ -846,9 +846,9 @@ store_tick(CapshmStore *s)
         s->counters.expired_mints++;
         mint_remove(s, m);
     }
-    bool more = run_probes(s, t, PROBES_PER_TICK) == PROBES_PER_TICK;
+    run_probes(s, t, PROBES_PER_TICK);
     expire_lingering(s, t);
-    return more ? 0 : store_next_due(s);
+    return store_next_due(s); /* 0 while probes past the batch are still due */
 }
 
 int64_t

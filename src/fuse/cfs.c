@@ -562,7 +562,10 @@ cfs_init(void *userdata, struct fuse_conn_info *conn)
     fuse_unset_feature_flag(conn, FUSE_CAP_AUTO_INVAL_DATA);
     fuse_set_feature_flag(conn, FUSE_CAP_EXPLICIT_INVAL_DATA);
     fuse_unset_feature_flag(conn, FUSE_CAP_WRITEBACK_CACHE);
-    fuse_unset_feature_flag(conn, FUSE_CAP_ATOMIC_O_TRUNC);
+    /* O_TRUNC comes with OPEN, where the daemon checks it like a write
+     * (a read-only name: EACCES; sealed: EPERM); without this the kernel
+     * turns it into a SETATTR that cannot be told from truncate(2). */
+    fuse_set_feature_flag(conn, FUSE_CAP_ATOMIC_O_TRUNC);
     fuse_unset_feature_flag(conn, FUSE_CAP_READDIRPLUS);
     /* No splice: libfuse needs a pipe as large as max_write plus a page,
      * beyond fs.pipe-max-size unless we hold CAP_SYS_RESOURCE, and its
@@ -575,8 +578,9 @@ cfs_init(void *userdata, struct fuse_conn_info *conn)
         fs->passthrough_negotiated = true;
     }
 #else
-    conn->want &= ~(FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE |
-                    FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS);
+    conn->want &= ~(FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_READDIRPLUS);
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+        conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
     if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
         conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
     conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_READ);
@@ -696,11 +700,11 @@ static int
 setattr_locked(CapshmFs *fs, CapshmRegion *r, bool is_ro, struct stat *attr, int to_set,
                bool with_handle)
 {
-    /* Nothing changes through a read-only name: EPERM, except that an
-     * O_TRUNC open of it (which arrives as a SETATTR of the size with the
-     * new handle) gets EACCES, as every write open of it does. */
+    /* Nothing changes through a read-only name.  (An O_TRUNC open of it is
+     * refused at OPEN, with EACCES as every write open of it.) */
+    (void)with_handle;
     if (is_ro)
-        return with_handle ? EACCES : EPERM;
+        return EPERM;
     if (to_set & FUSE_SET_ATTR_SIZE) {
         if (attr->st_size < 0)
             return EINVAL;
@@ -873,6 +877,12 @@ open_region(CapshmFs *fs, fuse_req_t req, CapshmRegion *r, bool is_ro,
         return EACCES;
     if (r->sealed && writable)
         return EPERM;
+    if (fi->flags & O_TRUNC) {
+        int rc = store_resize(fs->store, r, 0);
+        if (rc < 0)
+            return -rc;
+        inval_other_name(fs, r, is_ro);
+    }
     if (fs->path == CFS_PATH_PASSTHROUGH) {
 #ifdef HAVE_FUSE_PASSTHROUGH
         if (r->backing_id <= 0) {

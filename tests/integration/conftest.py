@@ -140,6 +140,7 @@ _HELPERS = os.path.dirname(os.path.abspath(os.environ.get(
 CAPSHM_CLI = _staged("CAPSHM_CLI", os.path.join(BUILD, "src/cli/capshm"))
 HELPER = _staged("CAPSHM_HELPER", os.path.join(_HELPERS, "shm-helper"))
 POSIX_HELPER = _staged("CAPSHM_POSIX_HELPER", os.path.join(_HELPERS, "posix-shm"))
+ATTACK_HELPER = _staged("CAPSHM_ATTACK_HELPER", os.path.join(_HELPERS, "attack-helper"))
 
 
 def pytest_unconfigure(config):

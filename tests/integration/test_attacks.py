@@ -45,7 +45,7 @@ from test_examples import argv_for, c_share, example_env, first_line  # noqa: F4
 
 pytestmark = pytest.mark.timeout(180)
 
-ATTACK_HELPER = os.path.join(os.path.dirname(HELPER), "attack-helper")
+from conftest import ATTACK_HELPER  # noqa: E402  (staged where other uids can run it)
 PY = "/usr/bin/python3"
 
 VICTIM = 1001      # owns the regions under attack
@@ -511,6 +511,7 @@ def test_leader_exit_keeps_region(mnt, children):
 # lives (before 3.13's trackfd=False): a "mapping whose fd was closed" made
 # with it is really an open file.  Programs below map through libc instead.
 MAP_CODE = r'''
+import ctypes
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
@@ -888,6 +889,7 @@ print(json.dumps({"done": True}), flush=True)
 '''
 
 STATS_HAMMER_CODE = r'''
+import sys
 p = sys.argv[1] + "/.stats"
 print("ready", flush=True)
 while True:
