@@ -708,7 +708,8 @@ js_notify(napi_env env, napi_callback_info info)
         return NULL;
     }
     int n = count >= INT_MAX ? INT_MAX : (int)count;
-    long woken = sys_futex(addr, FUTEX_WAKE, n, NULL);
+    /* The kernel wakes one waiter for a count of 0: Atomics.notify wakes none. */
+    long woken = n > 0 ? sys_futex(addr, FUTEX_WAKE, n, NULL) : 0;
     if (woken < 0) {
         throw_errno(env, errno, "futex", NULL);
         return NULL;
