@@ -19,12 +19,14 @@
  * and path.
  *
  * Memory: with map=true the region is mapped here and handed to JS as an
- * external ArrayBuffer.  A Region's native state is shared by the handle (a
- * napi_external) and the ArrayBuffer's finalizer; the mapping and the
- * descriptor are released by close(), or else when the ArrayBuffer is
- * garbage-collected (a forgotten region is let go, not leaked).  close()
- * detaches the ArrayBuffer first, so that later accesses see a zero-length
- * buffer instead of unmapped memory.
+ * external ArrayBuffer (with map=false index.js maps it through sab.cc as a
+ * SharedArrayBuffer, and this file keeps only the descriptor).  The
+ * descriptor belongs to the handle (a napi_external), the mapping to the
+ * ArrayBuffer: each is released by close(), or else when its JS object is
+ * garbage-collected, so a forgotten region is let go, not leaked, and a
+ * buffer kept after its Region is dropped stays valid.  close() detaches
+ * the ArrayBuffer before unmapping, so that later accesses see a
+ * zero-length buffer instead of unmapped memory.
  *
  * Read-only regions are mapped MAP_PRIVATE with PROT_READ|PROT_WRITE over
  * the O_RDONLY descriptor: pages are the region's own (coherent with the
@@ -721,10 +723,19 @@ js_notify(napi_env env, napi_callback_info info)
 /* waitAsync: one detached thread per pending wait (not the libuv pool, whose
  * four threads a few long waits would take from fs and dns), reporting back
  * through one threadsafe function per environment.  The threadsafe function
- * holds the event loop open only while some wait is pending. */
+ * holds the event loop open only while some wait is pending.
+ *
+ * A waiter may still be blocked when its environment goes away (a worker is
+ * terminated, the process exits): the environment's cleanup hook sets
+ * `closing`, after which waiters touch neither the threadsafe function nor
+ * JavaScript; the state is freed by whichever of the hook and the last
+ * waiter comes last. */
 typedef struct {
+    pthread_mutex_t lock;
+    bool closing;     /* the environment is going away */
+    int threads;      /* waiter threads still running */
+    int pending;      /* waits not yet reported (main thread only) */
     napi_threadsafe_function tsfn;
-    int pending;
 } env_state_t;
 
 typedef struct {
@@ -763,16 +774,41 @@ waiter_done(napi_env env, napi_value js_cb, void *context, void *data)
     free(w);
 }
 
+static void
+state_free(env_state_t *state)
+{
+    pthread_mutex_destroy(&state->lock);
+    free(state);
+}
+
 static void *
 waiter_thread(void *arg)
 {
     waiter_t *w = arg;
-    napi_threadsafe_function tsfn = w->state->tsfn;
+    env_state_t *state = w->state;
     w->result = futex_wait(w->addr, w->expected, w->timeout);
-    if (napi_call_threadsafe_function(tsfn, w, napi_tsfn_blocking) != napi_ok)
-        free(w); /* the environment is gone */
-    napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+    pthread_mutex_lock(&state->lock);
+    /* Nonblocking: the queue is unbounded, so this never waits. */
+    if (state->closing ||
+        napi_call_threadsafe_function(state->tsfn, w, napi_tsfn_nonblocking) != napi_ok)
+        free(w);
+    bool last = --state->threads == 0 && state->closing;
+    pthread_mutex_unlock(&state->lock);
+    if (last)
+        state_free(state);
     return NULL;
+}
+
+static void
+env_cleanup(void *arg)
+{
+    env_state_t *state = arg;
+    pthread_mutex_lock(&state->lock);
+    state->closing = true;
+    bool none = state->threads == 0;
+    pthread_mutex_unlock(&state->lock);
+    if (none)
+        state_free(state);
 }
 
 static napi_value
@@ -810,7 +846,9 @@ js_wait_async(napi_env env, napi_callback_info info)
         free(w);
         return promise;
     }
-    NAPI_OK(napi_acquire_threadsafe_function(state->tsfn));
+    pthread_mutex_lock(&state->lock);
+    state->threads++;
+    pthread_mutex_unlock(&state->lock);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -819,7 +857,9 @@ js_wait_async(napi_env env, napi_callback_info info)
     int err = pthread_create(&tid, &attr, waiter_thread, w);
     pthread_attr_destroy(&attr);
     if (err) {
-        napi_release_threadsafe_function(state->tsfn, napi_tsfn_release);
+        pthread_mutex_lock(&state->lock);
+        state->threads--;
+        pthread_mutex_unlock(&state->lock);
         napi_value code, msg, e;
         napi_create_string_utf8(env, strerrorname_np(err), NAPI_AUTO_LENGTH, &code);
         napi_create_string_utf8(env, strerror(err), NAPI_AUTO_LENGTH, &msg);
@@ -834,17 +874,6 @@ js_wait_async(napi_env env, napi_callback_info info)
     return promise;
 }
 
-static void
-env_cleanup(napi_env env, void *data, void *hint)
-{
-    (void)env;
-    (void)hint;
-    /* The threadsafe function is finalized with the environment; waiters
-     * still blocked then free their own state (napi_call_threadsafe_function
-     * fails).  The struct itself stays: those threads may still read tsfn. */
-    (void)data;
-}
-
 /* --- module ------------------------------------------------------------- */
 
 static napi_value
@@ -855,12 +884,16 @@ init(napi_env env, napi_value exports)
         napi_throw_error(env, NULL, "capshm: out of memory");
         return NULL;
     }
+    pthread_mutex_init(&state->lock, NULL);
     napi_value name;
     NAPI_OK(napi_create_string_utf8(env, "capshm.waitAsync", NAPI_AUTO_LENGTH, &name));
     NAPI_OK(napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, NULL,
                                             waiter_done, &state->tsfn));
     NAPI_OK(napi_unref_threadsafe_function(env, state->tsfn));
-    NAPI_OK(napi_set_instance_data(env, state, env_cleanup, NULL));
+    /* Registered after the threadsafe function, so it runs before that is
+     * torn down (cleanup hooks run last-in, first-out). */
+    NAPI_OK(napi_add_env_cleanup_hook(env, env_cleanup, state));
+    NAPI_OK(napi_set_instance_data(env, state, NULL, NULL));
 
     napi_property_descriptor props[] = {
         { "create", NULL, js_create, NULL, NULL, NULL, napi_enumerable, NULL },
