@@ -129,7 +129,10 @@ def test_examples_talk_to_each_other(mnt, c_share, creator, attacher):
 
 @pytest.mark.parametrize("lang", ["c", "python", "shell", "node"])
 def test_example_usage(c_share, lang):
-    r = subprocess.run(argv_for(lang, c_share) + ["bogus"], capture_output=True, text=True, timeout=30)
+    # (LD_LIBRARY_PATH: the C example links the build tree's libcapshm.)
+    env = dict(os.environ, LD_LIBRARY_PATH=LIBDIR)
+    r = subprocess.run(argv_for(lang, c_share) + ["bogus"], capture_output=True, text=True,
+                       env=env, timeout=30)
     assert r.returncode == 2 and "usage" in r.stderr
 
 
