@@ -14,10 +14,11 @@ import time
 
 import pytest
 
+import node_pkg
 from conftest import BUILD, CAPSHM_CLI, INCDIR, LIBDIR, ROOT, RUN_CFLAGS, SAN_CFLAGS, STAGE
 
 EXAMPLES = os.path.join(ROOT, "examples")
-NODE = shutil.which("node") or "/usr/bin/node"
+NODE = node_pkg.NODE
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +41,15 @@ def argv_for(lang, c_share):
     if lang == "shell":
         return ["/bin/sh", os.path.join(EXAMPLES, "shell/share.sh")]
     if lang == "node":
-        if not os.access(NODE, os.X_OK):
-            pytest.fail("node is not installed (looked on PATH and at /usr/bin/node)")
-        return [NODE, os.path.join(EXAMPLES, "node/share.js")]
+        return node_argv("share.js")
     raise ValueError(lang)
+
+
+def node_argv(example):
+    """node running examples/node/EXAMPLE with the capshm package (built
+    offline by node_pkg; fails when node or the build is missing)."""
+    modules = os.path.dirname(node_pkg.package())
+    return ["/usr/bin/env", "NODE_PATH=" + modules, NODE, os.path.join(EXAMPLES, "node", example)]
 
 
 def example_env(mnt):
@@ -123,7 +129,10 @@ def test_examples_talk_to_each_other(mnt, c_share, creator, attacher):
 
 @pytest.mark.parametrize("lang", ["c", "python", "shell", "node"])
 def test_example_usage(c_share, lang):
-    r = subprocess.run(argv_for(lang, c_share) + ["bogus"], capture_output=True, text=True, timeout=30)
+    # (LD_LIBRARY_PATH: the C example links the build tree's libcapshm.)
+    env = dict(os.environ, LD_LIBRARY_PATH=LIBDIR)
+    r = subprocess.run(argv_for(lang, c_share) + ["bogus"], capture_output=True, text=True,
+                       env=env, timeout=30)
     assert r.returncode == 2 and "usage" in r.stderr
 
 
@@ -208,3 +217,52 @@ def test_program_built_against_the_installed_library(mnt, tmp_path):
     finally:
         creator.kill()
         creator.wait()
+
+
+def test_node_pingpong(mnt):
+    """A parent and its partner take 2 x 2000 turns through capshm.wait/notify."""
+    r = subprocess.run(node_argv("pingpong.js") + ["2000"], capture_output=True, text=True,
+                       env=example_env(mnt), timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    name, result = r.stdout.splitlines()
+    assert len(name) == 26
+    assert result.startswith("4000 hits in "), result
+
+
+def test_node_pingpong_partner_in_another_mount_namespace(mnt, tmp_path):
+    """The partner runs as in a container: its own mount namespace, the
+    capshm mount bound elsewhere and the original mountpoint gone, and the
+    name in its environment."""
+    env = example_env(mnt)
+    creator = subprocess.Popen(node_argv("pingpong.js") + ["500", "--no-spawn"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        name, rest = first_line(creator)
+        assert len(name) == 26
+        bind = tmp_path / "container-view"
+        bind.mkdir()
+        script = ('mount --bind "$CAPSHM_DIR" "$BIND" && umount -l "$CAPSHM_DIR" && '
+                  'CAPSHM_DIR="$BIND" exec "$@"')
+        partner = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"]
+                                 + node_argv("pingpong.js"),
+                                 env=dict(env, BIND=str(bind), CAPSHM_NAME=name),
+                                 capture_output=True, text=True, timeout=60)
+        assert partner.returncode == 0, partner.stderr
+        out, err = creator.communicate(timeout=60)
+        assert creator.returncode == 0, err.decode(errors="replace")
+        assert (rest + out).decode().strip().startswith("1000 hits in ")
+    finally:
+        if creator.poll() is None:
+            os.killpg(creator.pid, 9)
+            creator.wait()
+        for f in (creator.stdout, creator.stderr):
+            f.close()
+
+
+def test_node_ring(mnt):
+    """20,000 items through the 64-slot ring to 3 consumer processes, each
+    exactly once."""
+    r = subprocess.run(node_argv("ring.js") + ["20000", "3"], capture_output=True, text=True,
+                       env=example_env(mnt), timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "20000 items through 64 slots to 3 consumers" in r.stdout and "sum ok" in r.stdout, r.stdout
