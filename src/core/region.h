@@ -8,7 +8,7 @@
  * last reference is dropped, so stale kernel node ids never dangle.
  *
  * Fields are read by the FUSE layer under the core lock (store.h); only the
- * store writes them, except backing_id, which is the FUSE layer's.
+ * store writes them.  Nothing FUSE-specific lives here.
  */
 #pragma once
 
@@ -37,8 +37,6 @@ typedef struct CapshmRegion {
     int fd;                  /* data fd (store_data_fd), -1 when not open */
     int anchor_fd;           /* tmpfs: read-only file lent for passthrough
                               * registration (store_backing_fd), -1 if none */
-    int backing_id;          /* passthrough backing id, 0 if none: written by
-                              * the FUSE layer only (see cfs.h) */
     uint64_t size;           /* bytes; also what quota is charged */
     uid_t uid;
     gid_t gid;

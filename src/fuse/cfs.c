@@ -93,6 +93,10 @@ struct CapshmFs {
     struct fuse_session *se;
     GHashTable *nodes; /* ino -> CfsNode* (owned) */
     GHashTable *files; /* every open CfsFile (owned): unmount sends no RELEASE */
+    /* Passthrough backing ids of the regions the kernel holds: region
+     * node id -> id.  Registered at an open, dropped when the store says
+     * the kernel let go (on_region_unheld) or the region is destroyed. */
+    GHashTable *backing_ids;
     Notifier *notifier;
     /* Run under the core lock at the end of each core section: the daemon
      * re-arms its timer for the store's next deadline. */
@@ -175,6 +179,7 @@ cfs_new(CapshmStore *store, CapshmDatapath want)
     fs->path = CFS_PATH_CACHE;
     fs->nodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, node_free);
     fs->files = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)file_free, NULL);
+    fs->backing_ids = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
     fs->next_control_ino = CONTROL_INO_BASE;
     fs->owner_uid = geteuid();
     fs->owner_gid = getegid();
@@ -197,6 +202,7 @@ cfs_free(CapshmFs *fs)
     store_set_unheld_hook(fs->store, NULL, NULL);
     g_hash_table_destroy(fs->files); /* handles still open at unmount */
     g_hash_table_destroy(fs->nodes);
+    g_hash_table_destroy(fs->backing_ids);
     g_free(fs);
 }
 
@@ -518,9 +524,11 @@ inval_other_name(CapshmFs *fs, CapshmRegion *r, bool is_ro)
 static void
 drop_backing(CapshmFs *fs, CapshmRegion *r)
 {
-    if (r->backing_id > 0 && fs->se) {
-        backing_close(fs, r->backing_id);
-        r->backing_id = 0;
+    gpointer id;
+    if (g_hash_table_lookup_extended(fs->backing_ids, &r->ino, NULL, &id)) {
+        if (fs->se)
+            backing_close(fs, GPOINTER_TO_INT(id));
+        g_hash_table_remove(fs->backing_ids, &r->ino);
     }
 }
 
@@ -885,20 +893,21 @@ open_region(CapshmFs *fs, fuse_req_t req, CapshmRegion *r, bool is_ro,
     }
     if (fs->path == CFS_PATH_PASSTHROUGH) {
 #ifdef HAVE_FUSE_PASSTHROUGH
-        if (r->backing_id <= 0) {
+        int id = GPOINTER_TO_INT(g_hash_table_lookup(fs->backing_ids, &r->ino));
+        if (id <= 0) {
             /* Registered while the region is held; dropped when the kernel
              * says it holds it no more (on_region_unheld). */
             int fd = store_backing_fd(fs->store, r);
             if (fd < 0)
                 return -fd;
-            int id = backing_open(fs, fd);
+            id = backing_open(fs, fd);
             if (id < 0) {
                 g_warning("passthrough backing file for a region: %s", g_strerror(-id));
                 return EIO;
             }
-            r->backing_id = id;
+            g_hash_table_insert(fs->backing_ids, g_memdup2(&r->ino, sizeof r->ino), GINT_TO_POINTER(id));
         }
-        fi->backing_id = r->backing_id;
+        fi->backing_id = id;
         /* mmap goes straight to the region's file; read/write still come to us so
          * growth is charged to quota at the call (FOPEN_DIRECT_IO wins over
          * passthrough for read/write, not for mmap). */
