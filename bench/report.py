@@ -2,11 +2,12 @@
 # SPDX-License-Identifier: MIT
 """report — the table and the JSON line that scripts/bench prints.
 
-    bench/report.py RAW.jsonl ROUNDTRIPS.jsonl
+    bench/report.py RAW.jsonl ROUNDTRIPS.jsonl [STALL.jsonl]
 
 RAW.jsonl holds one line of capshm-bench output per workload run (tmpfs,
 passthrough and cache targets), ROUNDTRIPS.jsonl one line per data path of
-its roundtrips workload.  Prints the table (unless json_only=1), then one
+its roundtrips workload, STALL.jsonl (scripts/bench --stall) one line of
+bench/stall.py --json output per data path; an empty one adds nothing.  Prints the table (unless json_only=1), then one
 JSON object with everything: the machine, each row, the request counts and
 the raw samples.  Nothing is measured here and nothing fails: a row's
 PASS/FAIL is only reported.
@@ -260,8 +261,19 @@ def print_table(out, rows, roundtrips, env):
                 cells.append("%d %s" % (o.get("total", 0), " ".join("%s" % k if v == 1 else "%sx%d" % (k, v)
                                                                     for k, v in o.get("ops", {}).items())))
             print("  %-42s %s" % (op[:42], " | ".join(cells)))
-    print("\n%d PASS, %d FAIL; %d s%s" % (out["summary"]["pass"], out["summary"]["fail"], out["elapsed_s"],
-                                           "" if out["complete"] else "; SOME WORKLOADS FAILED"))
+
+
+def print_stall(stall):
+    print("\nisolation: a victim uid's latency (us) while another uid attacks (bench/stall.py)")
+    print("%-12s %-9s %6s | %9s %9s %10s %8s | %9s %10s" % ("datapath", "attack", "n", "o+m+c med", "p99",
+                                                           "max", "max/idle", ".stats med", "max"))
+    for dp, rows in stall.items():
+        idle = next((r["open_mmap_close_us"]["median"] for r in rows if r["scenario"] == "idle"), None)
+        for r in rows:
+            o, s = r["open_mmap_close_us"], r["stats_us"]
+            print("%-12s %-9s %6d | %9.0f %9.0f %10.0f %8s | %9.0f %10.0f" % (
+                dp, r["scenario"], r["n"], o["median"], o["p99"], o["max"],
+                "%.1fx" % (o["max"] / idle) if idle else "-", s["median"], s["max"]))
 
 
 def main():
@@ -269,6 +281,13 @@ def main():
         raw = [json.loads(l) for l in f if l.strip()]
     with open(sys.argv[2]) as f:
         rts = [json.loads(l) for l in f if l.strip()]
+    stall = {}
+    if len(sys.argv) > 3:
+        with open(sys.argv[3]) as f:
+            for l in f:
+                if l.strip():
+                    s = json.loads(l)
+                    stall[s["datapath"]] = s["rows"]
     env = os.environ
     fd_limit = int(env["FD_LIMIT"]) if env.get("FD_LIMIT") else None
 
@@ -298,9 +317,16 @@ def main():
                           "daemon_fd_limit": fd_limit},
            "elapsed_s": int(env["ELAPSED"]), "complete": env["failed"] == "0",
            "summary": {"pass": passes, "fail": fails}, "rows": rows, "roundtrips": roundtrips, "raw": raw}
+    if stall:
+        out["stall"] = stall
 
     if env["json_only"] != "1":
         print_table(out, rows, roundtrips, env)
+        if stall:
+            print_stall(stall)
+        summary = out["summary"]
+        print("\n%d PASS, %d FAIL; %d s%s" % (summary["pass"], summary["fail"], out["elapsed_s"],
+                                             "" if out["complete"] else "; SOME WORKLOADS FAILED"))
     print(json.dumps(out, separators=(",", ":")))
 
 
