@@ -6,7 +6,9 @@
  *    "dir":DIR,["error":TEXT,]"figures":{FIGURE:{"unit":U,"median":X,
  *    "min":X,"max":X,"samples":[X,...]}}}}}
  *
- * Numbers keep 6 significant digits; NaN and infinities are null. */
+ * Measured numbers are rounded to 6 significant digits (json-glib then
+ * prints the nearest double in full: 1.37379 as 1.3737900000000001, which
+ * reads back as 1.37379); NaN and infinities are null. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
