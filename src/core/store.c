@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <json-glib/json-glib.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -875,39 +876,71 @@ store_next_due(CapshmStore *s)
 static void
 append_usage(const QuotaUsage *u, void *data)
 {
-    GString *js = data;
-    if (js->str[js->len - 1] != '[')
-        g_string_append_c(js, ',');
-    g_string_append_printf(js, "{\"uid\":%u,\"regions\":%u,\"bytes\":%" G_GUINT64_FORMAT
-                               ",\"mints\":%u}",
-                           (unsigned)u->uid, u->regions, u->bytes, u->mints);
+    JsonBuilder *b = data;
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "uid");
+    json_builder_add_int_value(b, u->uid);
+    json_builder_set_member_name(b, "regions");
+    json_builder_add_int_value(b, u->regions);
+    json_builder_set_member_name(b, "bytes");
+    json_builder_add_int_value(b, (gint64)u->bytes);
+    json_builder_set_member_name(b, "mints");
+    json_builder_add_int_value(b, u->mints);
+    json_builder_end_object(b);
+}
+
+static void
+member_int(JsonBuilder *b, const char *name, gint64 v)
+{
+    json_builder_set_member_name(b, name);
+    json_builder_add_int_value(b, v);
+}
+
+static void
+member_string(JsonBuilder *b, const char *name, const char *v)
+{
+    json_builder_set_member_name(b, name);
+    json_builder_add_string_value(b, v);
 }
 
 char *
 store_stats_json(CapshmStore *s, uid_t uid, bool is_root, const char *datapath,
                  const char *transport, uint64_t requests)
 {
-    GString *js = g_string_new(NULL);
+    /* Counts beyond 2^63 cannot happen (sizes are capped at 2^62). */
     QuotaUsage mine = quota_usage(s->quota, uid);
-    g_string_append_printf(js,
-        "{\"version\":\"%s\",\"datapath\":\"%s\",\"transport\":\"%s\",\"regions\":%u,\"bytes\":%" G_GUINT64_FORMAT
-        ",\"lingering\":%u,\"pinned\":%u,\"created\":%" G_GUINT64_FORMAT
-        ",\"destroyed\":%" G_GUINT64_FORMAT ",\"expired_mints\":%" G_GUINT64_FORMAT
-        ",\"size_bytes\":%" G_GUINT64_FORMAT ",\"linger\":%u,\"mint_ttl\":%u"
-        ",\"requests\":%" G_GUINT64_FORMAT
-        ",\"uid\":{\"uid\":%u,\"regions\":%u,\"bytes\":%" G_GUINT64_FORMAT
-        ",\"quota_bytes\":%" G_GUINT64_FORMAT ",\"max_regions\":%u}",
-        PACKAGE_VERSION, datapath, transport, store_region_count(s), quota_total_bytes(s->quota),
-        store_count_in_state(s, REGION_LINGERING), store_count_in_state(s, REGION_PINNED),
-        s->counters.created, s->counters.destroyed, s->counters.expired_mints,
-        quota_size_limit(s->quota), s->opts.linger_s, s->opts.mint_ttl_s, requests,
-        (unsigned)uid, mine.regions, mine.bytes, quota_bytes_limit(s->quota),
-        quota_regions_limit(s->quota));
+    g_autoptr(JsonBuilder) b = json_builder_new();
+    json_builder_begin_object(b);
+    member_string(b, "version", PACKAGE_VERSION);
+    member_string(b, "datapath", datapath);
+    member_string(b, "transport", transport);
+    member_int(b, "regions", store_region_count(s));
+    member_int(b, "bytes", (gint64)quota_total_bytes(s->quota));
+    member_int(b, "lingering", store_count_in_state(s, REGION_LINGERING));
+    member_int(b, "pinned", store_count_in_state(s, REGION_PINNED));
+    member_int(b, "created", (gint64)s->counters.created);
+    member_int(b, "destroyed", (gint64)s->counters.destroyed);
+    member_int(b, "expired_mints", (gint64)s->counters.expired_mints);
+    member_int(b, "size_bytes", (gint64)quota_size_limit(s->quota));
+    member_int(b, "linger", s->opts.linger_s);
+    member_int(b, "mint_ttl", s->opts.mint_ttl_s);
+    member_int(b, "requests", (gint64)requests);
+    json_builder_set_member_name(b, "uid");
+    json_builder_begin_object(b);
+    member_int(b, "uid", uid);
+    member_int(b, "regions", mine.regions);
+    member_int(b, "bytes", (gint64)mine.bytes);
+    member_int(b, "quota_bytes", (gint64)quota_bytes_limit(s->quota));
+    member_int(b, "max_regions", quota_regions_limit(s->quota));
+    json_builder_end_object(b);
     if (is_root) {
-        g_string_append(js, ",\"per_uid\":[");
-        quota_foreach(s->quota, append_usage, js);
-        g_string_append_c(js, ']');
+        json_builder_set_member_name(b, "per_uid");
+        json_builder_begin_array(b);
+        quota_foreach(s->quota, append_usage, b);
+        json_builder_end_array(b);
     }
-    g_string_append(js, "}\n");
-    return g_string_free(js, FALSE);
+    json_builder_end_object(b);
+    g_autoptr(JsonNode) root = json_builder_get_root(b);
+    g_autofree char *text = json_to_string(root, FALSE);
+    return g_strconcat(text, "\n", NULL);
 }
