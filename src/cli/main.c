@@ -24,7 +24,7 @@
  *   util.c    errors, the mount directory and PATHs, xattrs, sizes, modes;
  *   region.c  gathering a region's details from stat(2) and its xattrs;
  *   output.c  what people read: info, the ls table, the stats tree;
- *   json.c    what programs read: --json, and parsing the mount's .stats;
+ *   json.c    JSON through json-glib: --json, and parsing the mount's .stats;
  *   verbs.c   the verbs themselves.
  * cli.h declares what they share.
  *

@@ -117,95 +117,146 @@ print_ls_table(const GPtrArray *regions)
     }
 }
 
-static void
-print_json_scalar(const JVal *v, const char *key)
+/* --- stats: the .stats object for people ----------------------------------------- */
+
+/* A number as .stats wrote it (integers exactly).  Caller frees. */
+static char *
+number_text(JsonNode *v)
 {
-    switch (v->type) {
-    case J_NULL: printf("-"); break;
-    case J_STR: printf("%s", v->text); break;
-    case J_BOOL: printf("%s", v->text[0] == 't' ? "yes" : "no"); break;
-    case J_NUM: {
-        printf("%s", v->text);
-        guint64 n;
-        if (key && strstr(key, "bytes") &&
-            g_ascii_string_to_unsigned(v->text, 10, 0, G_MAXUINT64, &n, NULL) && n >= 1024) {
-            g_autofree char *h = human_size(n);
+    if (json_node_get_value_type(v) == G_TYPE_INT64)
+        return g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(v));
+    char buf[G_ASCII_DTOSTR_BUF_SIZE];
+    return g_strdup(g_ascii_dtostr(buf, sizeof buf, json_node_get_double(v)));
+}
+
+/* The text of a table cell: a string as is, a number, true or false; NULL
+ * (shown as "-") for null, objects and arrays.  Caller frees. */
+static char *
+cell_text(JsonNode *v)
+{
+    if (!v || !JSON_NODE_HOLDS_VALUE(v))
+        return NULL;
+    GType t = json_node_get_value_type(v);
+    if (t == G_TYPE_STRING)
+        return g_strdup(json_node_get_string(v));
+    if (t == G_TYPE_BOOLEAN)
+        return g_strdup(json_node_get_boolean(v) ? "true" : "false");
+    if (t == G_TYPE_INT64 || t == G_TYPE_DOUBLE)
+        return number_text(v);
+    return NULL;
+}
+
+/* A value on a "key  value" line: null as "-", booleans as yes/no, byte
+ * counts also in human units, the lifetimes in seconds. */
+static void
+print_json_scalar(JsonNode *v, const char *key)
+{
+    if (JSON_NODE_HOLDS_NULL(v)) {
+        printf("-");
+        return;
+    }
+    if (!JSON_NODE_HOLDS_VALUE(v)) {
+        printf("...");
+        return;
+    }
+    GType t = json_node_get_value_type(v);
+    if (t == G_TYPE_STRING) {
+        printf("%s", json_node_get_string(v));
+    } else if (t == G_TYPE_BOOLEAN) {
+        printf("%s", json_node_get_boolean(v) ? "yes" : "no");
+    } else if (t == G_TYPE_INT64 || t == G_TYPE_DOUBLE) {
+        g_autofree char *text = number_text(v);
+        printf("%s", text);
+        if (key && strstr(key, "bytes") && t == G_TYPE_INT64 && json_node_get_int(v) >= 1024) {
+            g_autofree char *h = human_size((guint64)json_node_get_int(v));
             printf(" (%s)", h);
         }
         if (key && (strcmp(key, "linger") == 0 || strcmp(key, "mint_ttl") == 0))
             printf(" s");
-        break;
+    } else {
+        printf("...");
     }
-    default: printf("..."); break;
-    }
+}
+
+/* The @c-th member of @row (columns go by position, as in .stats every
+ * row has the same keys in the same order), or NULL. */
+static JsonNode *
+nth_member(JsonObject *row, guint c)
+{
+    g_autoptr(GList) keys = json_object_get_members(row);
+    const char *key = g_list_nth_data(keys, c);
+    return key ? json_object_get_member(row, key) : NULL;
 }
 
 /* An array of objects as a table whose columns are the first object's keys. */
 static void
-print_json_table(const JVal *arr, const char *indent)
+print_json_table(JsonArray *arr, const char *indent)
 {
-    const JVal *first = arr->items->pdata[0];
-    guint ncols = first->keys->len;
+    guint nrows = json_array_get_length(arr);
+    g_autoptr(GList) cols = json_object_get_members(json_array_get_object_element(arr, 0));
+    guint ncols = g_list_length(cols);
     g_autofree int *width = g_new0(int, ncols);
-    for (guint c = 0; c < ncols; c++)
-        width[c] = (int)strlen(first->keys->pdata[c]);
-    for (guint r = 0; r < arr->items->len; r++) {
-        const JVal *row = arr->items->pdata[r];
-        for (guint c = 0; c < ncols && row->type == J_OBJ && c < row->items->len; c++) {
-            const JVal *cell = row->items->pdata[c];
-            int w = cell->text ? (int)strlen(cell->text) : 1;
-            width[c] = MAX(width[c], w);
+    guint c = 0;
+    for (GList *l = cols; l; l = l->next, c++)
+        width[c] = (int)strlen(l->data);
+    for (guint r = 0; r < nrows; r++) {
+        JsonObject *row = json_array_get_object_element(arr, r);
+        guint have = json_object_get_size(row);
+        for (c = 0; c < ncols && c < have; c++) {
+            g_autofree char *t = cell_text(nth_member(row, c));
+            width[c] = MAX(width[c], t ? (int)strlen(t) : 1);
         }
     }
     printf("%s", indent);
-    for (guint c = 0; c < ncols; c++)
+    c = 0;
+    for (GList *l = cols; l; l = l->next, c++)
         if (c + 1 < ncols)
-            printf("%-*s  ", width[c], (char *)first->keys->pdata[c]);
+            printf("%-*s  ", width[c], (const char *)l->data);
         else
-            printf("%s\n", (char *)first->keys->pdata[c]);
-    for (guint r = 0; r < arr->items->len; r++) {
-        const JVal *row = arr->items->pdata[r];
-        if (row->type != J_OBJ)
-            continue;
+            printf("%s\n", (const char *)l->data);
+    for (guint r = 0; r < nrows; r++) {
+        JsonObject *row = json_array_get_object_element(arr, r);
         printf("%s", indent);
-        for (guint c = 0; c < ncols; c++) {
-            const JVal *cell = c < row->items->len ? row->items->pdata[c] : NULL;
-            const char *t = cell && cell->text ? cell->text : "-";
+        for (c = 0; c < ncols; c++) {
+            g_autofree char *t = cell_text(nth_member(row, c));
             if (c + 1 < ncols)
-                printf("%-*s  ", width[c], t);
+                printf("%-*s  ", width[c], t ? t : "-");
             else
-                printf("%s\n", t);
+                printf("%s\n", t ? t : "-");
         }
     }
 }
 
 static void
-print_json_object(const JVal *obj, const char *indent)
+print_json_object(JsonObject *obj, const char *indent)
 {
+    g_autoptr(GList) keys = json_object_get_members(obj);
     int w = 0;
-    for (guint i = 0; i < obj->keys->len; i++)
-        w = MAX(w, (int)strlen(obj->keys->pdata[i]));
+    for (GList *l = keys; l; l = l->next)
+        w = MAX(w, (int)strlen(l->data));
     g_autofree char *deeper = g_strconcat(indent, "  ", NULL);
-    for (guint i = 0; i < obj->keys->len; i++) {
-        const char *key = obj->keys->pdata[i];
-        const JVal *v = obj->items->pdata[i];
-        if (v->type == J_OBJ) {
+    for (GList *l = keys; l; l = l->next) {
+        const char *key = l->data;
+        JsonNode *v = json_object_get_member(obj, key);
+        if (JSON_NODE_HOLDS_OBJECT(v)) {
             printf("%s%s:\n", indent, key);
-            print_json_object(v, deeper);
-        } else if (v->type == J_ARR) {
-            gboolean objects = v->items->len > 0;
-            for (guint k = 0; k < v->items->len; k++)
-                objects = objects && ((JVal *)v->items->pdata[k])->type == J_OBJ;
+            print_json_object(json_node_get_object(v), deeper);
+        } else if (JSON_NODE_HOLDS_ARRAY(v)) {
+            JsonArray *arr = json_node_get_array(v);
+            guint n = json_array_get_length(arr);
+            gboolean objects = n > 0;
+            for (guint k = 0; k < n; k++)
+                objects = objects && JSON_NODE_HOLDS_OBJECT(json_array_get_element(arr, k));
             if (objects) {
                 printf("%s%s:\n", indent, key);
-                print_json_table(v, deeper);
+                print_json_table(arr, deeper);
             } else {
                 printf("%s%-*s  ", indent, w, key);
-                if (v->items->len == 0)
+                if (n == 0)
                     printf("(none)");
-                for (guint k = 0; k < v->items->len; k++) {
+                for (guint k = 0; k < n; k++) {
                     printf("%s", k ? " " : "");
-                    print_json_scalar(v->items->pdata[k], NULL);
+                    print_json_scalar(json_array_get_element(arr, k), NULL);
                 }
                 printf("\n");
             }
@@ -218,7 +269,7 @@ print_json_object(const JVal *obj, const char *indent)
 }
 
 void
-print_stats_human(const JVal *stats)
+print_stats_human(JsonObject *stats)
 {
     print_json_object(stats, "");
 }

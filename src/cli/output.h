@@ -9,8 +9,8 @@
 #define CAPSHM_CLI_OUTPUT_H
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
-#include "cli/json.h"
 #include "cli/region.h"
 
 /* 4096 -> "4K", 1572864 -> "1.5M", 100 -> "100" (powers of 1024; truncated
@@ -32,6 +32,6 @@ void print_ls_table(const GPtrArray *regions);
 
 /* `stats`: the .stats object as indented "key  value" lines; arrays of
  * objects as tables. */
-void print_stats_human(const JVal *stats);
+void print_stats_human(JsonObject *stats);
 
 #endif

@@ -228,18 +228,16 @@ cmd_stats(int argc, char **argv)
     g_autofree char *text = read_file(path, &len);
     if (strlen(text) != len)
         die(path, "unexpected contents");
+    g_autoptr(JsonNode) root = json_parse_object(text, (gssize)len);
+    if (!root)
+        die(path, "not valid JSON");
     if (json) {
+        /* As it is (capshm(1)), once json-glib has found it valid. */
         fputs(text, stdout);
         if (len == 0 || text[len - 1] != '\n')
             fputc('\n', stdout);
         return 0;
     }
-    JVal *v = json_parse(text);
-    if (!v || v->type != J_OBJ) {
-        jval_free(v);
-        die(path, "not valid JSON");
-    }
-    print_stats_human(v);
-    jval_free(v);
+    print_stats_human(json_node_get_object(root));
     return 0;
 }
