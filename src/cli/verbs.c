@@ -20,6 +20,7 @@
 #include "cli/json.h"
 #include "cli/output.h"
 #include "cli/region.h"
+#include "lib/capshm.h"
 
 int
 cmd_new(int argc, char **argv)
@@ -52,27 +53,25 @@ cmd_new(int argc, char **argv)
         umask(0); /* an explicit mode is taken as given, like mkdir -m */
     }
 
+    if ((guint64)(size_t)size != size) /* only where size_t is narrower than off_t */
+        usage_fail("new", "bad size '%s' (bytes, or a number with k, M, G or T)", size_s);
+
     g_autofree char *dir = mount_dir();
     require_mount(dir);
-    g_autofree char *newpath = g_build_filename(dir, ".new", NULL);
-    size_t len = 0;
-    g_autofree char *name = read_file(newpath, &len);
-    if (strlen(name) != len)
-        die(newpath, "unexpected contents");
-    g_strchomp(name);
-    if (!*name || strchr(name, '/') || name[0] == '.')
-        die(newpath, "unexpected contents");
-
+    /* libcapshm mints the name (DIR/.new), creates and sizes the region, and
+     * leaves nothing behind on failure; @name says how far it got. */
+    char name[CAPSHM_NAME_BUF] = "";
+    int fd = capshm_create(dir, (size_t)size, mode, name);
+    if (fd < 0) {
+        int e = errno;
+        g_autofree char *failed = g_build_filename(dir, name[0] ? name : ".new", NULL);
+        if (!name[0] && e == EPROTO)
+            die(failed, "unexpected contents");
+        die_errno(failed, e);
+    }
     g_autofree char *path = g_build_filename(dir, name, NULL);
-    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0)
-        die_errno(path, errno);
-    int e = 0;
-    if (size > 0 && ftruncate(fd, (off_t)size) < 0)
-        e = errno;
-    if (!e && pin && fsetxattr(fd, XATTR_PREFIX "pin", "1", 1, 0) < 0)
-        e = errno;
-    if (e) {
+    if (pin && fsetxattr(fd, XATTR_PREFIX "pin", "1", 1, 0) < 0) {
+        int e = errno;
         unlink(path);
         close(fd);
         die_errno(path, e);
