@@ -3,9 +3,10 @@
  *
  *   capshm [-d DIR] VERB [ARG...]
  *
- * The tool talks to the daemon only through the mount: it reads DIR/.new and
- * DIR/.stats, creates, stats and unlinks regions, and reads and writes their
- * user.capshm.* extended attributes.  Nothing else (no socket, no /proc), so
+ * The tool talks to the daemon only through the mount: it reads DIR/.new
+ * (through libcapshm's capshm_create), DIR/.mine and DIR/.stats, creates,
+ * stats and unlinks regions, and reads and writes their user.capshm.*
+ * extended attributes.  Nothing else (no socket, no /proc), so
  * it works wherever the mount is visible, e.g. inside a container that
  * bind-mounts it.
  *

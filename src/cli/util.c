@@ -4,8 +4,9 @@
  * of sizes and modes.  Declared in cli.h.
  *
  * Ownership: every char * these functions return is newly allocated and the
- * caller frees it (g_free); nothing here keeps state except opt_dir, which
- * main.c owns.  die(), die_errno() and usage_fail() do not return.
+ * caller frees it (g_free).  Nothing here keeps state; mount_dir() reads
+ * opt_dir, which main.c owns.  die(), die_errno() and usage_fail() do not
+ * return.
  */
 #include "cli/cli.h"
 
