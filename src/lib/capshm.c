@@ -64,7 +64,10 @@ mint(const char *dir, char name[CAPSHM_NAME_BUF])
     }
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
-    if (n <= 0 || n >= CAPSHM_NAME_BUF) {
+    /* A name, not a path or a control file: anything else means DIR is
+     * not (or not only) a capshm mount. */
+    if (n <= 0 || n >= CAPSHM_NAME_BUF || buf[0] == '.' || memchr(buf, '/', (size_t)n) ||
+        memchr(buf, '\0', (size_t)n)) {
         errno = EPROTO;
         return -1;
     }
@@ -76,7 +79,12 @@ mint(const char *dir, char name[CAPSHM_NAME_BUF])
 int
 capshm_create(const char *dir, size_t size, mode_t mode, char name[CAPSHM_NAME_BUF])
 {
-    if (!name || (uint64_t)size > (uint64_t)INT64_MAX) {
+    if (!name) {
+        errno = EINVAL;
+        return -1;
+    }
+    name[0] = '\0'; /* until a name is minted */
+    if ((uint64_t)size > (uint64_t)INT64_MAX) {
         errno = EINVAL;
         return -1;
     }
@@ -84,6 +92,7 @@ capshm_create(const char *dir, size_t size, mode_t mode, char name[CAPSHM_NAME_B
     char fresh[CAPSHM_NAME_BUF];
     if (mint(dir, fresh) < 0)
         return -1;
+    memcpy(name, fresh, CAPSHM_NAME_BUF); /* also on failure from here on */
     char path[PATH_MAX];
     if (region_path(path, sizeof path, dir, fresh) < 0)
         return -1;
@@ -97,7 +106,6 @@ capshm_create(const char *dir, size_t size, mode_t mode, char name[CAPSHM_NAME_B
         errno = saved;
         return -1;
     }
-    memcpy(name, fresh, CAPSHM_NAME_BUF);
     return fd;
 }
 

@@ -27,8 +27,11 @@ extern "C" {
  * On success returns an O_RDWR, O_CLOEXEC file descriptor and stores the
  * region's name in @name.  Errors: those of open(2) on DIR/.new and
  * DIR/NAME, and of ftruncate(2): EDQUOT (quota or max_regions), ENOSPC
- * (mount size), EINVAL (size too large for off_t).  On failure nothing is
- * left behind. */
+ * (mount size), EINVAL (size too large for off_t), EPROTO (DIR/.new did not
+ * yield a name).  On failure nothing is left behind, and @name holds the
+ * name that was minted if the failure came after minting (creating or
+ * sizing DIR/NAME failed), else the empty string; so a caller can say
+ * which file failed. */
 int capshm_create(const char *dir, size_t size, mode_t mode, char name[CAPSHM_NAME_BUF]);
 
 /* Open region @name (a name, not a path) in @dir with open(2) flags
