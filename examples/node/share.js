@@ -73,8 +73,7 @@ try {
     if (!name) {
       let input = '';
       try { input = require('fs').readFileSync(0, 'utf8'); } catch (e) { /* no stdin */ }
-      name = input.split('
-')[0].trim();
+      name = input.split('\n')[0].trim();
     }
     if (!name) {
       console.error('share.js: no NAME on stdin or in CAPSHM_NAME');

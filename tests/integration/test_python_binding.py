@@ -9,9 +9,17 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, USER_A, as_user, gone
+from conftest import ROOT, STAGE, USER_A, as_user, gone
 
-PYDIR = os.path.join(ROOT, "bindings", "python")
+# A copy where other uids can import it (the checkout may be 0700).
+PYDIR = os.path.join(STAGE, "python")
+if not os.path.isdir(PYDIR):
+    shutil.copytree(os.path.join(ROOT, "bindings", "python"), PYDIR,
+                    ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    for d, dirs, files in os.walk(PYDIR):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o644)
 PY = "/usr/bin/python3"
 
 
