@@ -184,6 +184,15 @@ parse_one(CapshmOptions *o, const char *opt, GError **error)
             return fail(error, "option names: '%s' is not capability or any", val ? val : "");
         return 0;
     }
+    if (strcmp(key, "lifetime") == 0) {
+        if (val && strcmp(val, "holders") == 0)
+            o->lifetime = LIFETIME_HOLDERS;
+        else if (val && strcmp(val, "unlink") == 0)
+            o->lifetime = LIFETIME_UNLINK;
+        else
+            return fail(error, "option lifetime: '%s' is not holders or unlink", val ? val : "");
+        return 0;
+    }
     if (strcmp(key, "allow_other") == 0) {
         if (val)
             return fail(error, "option allow_other takes no value");
@@ -244,7 +253,20 @@ options_finish(CapshmOptions *o, uint64_t ram_bytes, bool is_root, GError **erro
         o->quota_bytes = o->size_bytes;
     if (o->allow_other < 0)
         o->allow_other = is_root ? 1 : 0;
+    /* POSIX names get POSIX lifetime: a name lives until it is unlinked. */
+    if (o->lifetime == LIFETIME_DEFAULT)
+        o->lifetime = o->names == NAMES_MODE_ANY ? LIFETIME_UNLINK : LIFETIME_HOLDERS;
     return 0;
+}
+
+const char *
+options_lifetime_name(CapshmLifetime l)
+{
+    switch (l) {
+    case LIFETIME_HOLDERS: return "holders";
+    case LIFETIME_UNLINK: return "unlink";
+    default: return "default";
+    }
 }
 
 const char *

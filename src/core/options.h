@@ -25,6 +25,13 @@ typedef enum {
     NAMES_MODE_ANY,
 } CapshmNamesMode;
 
+/* When a region goes (capshmfs(8) LIFETIME). */
+typedef enum {
+    LIFETIME_DEFAULT = 0,     /* unset: options_finish() picks by names mode */
+    LIFETIME_HOLDERS,         /* linger after the last holder, then destroyed */
+    LIFETIME_UNLINK,          /* until unlinked (and unheld), as on tmpfs */
+} CapshmLifetime;
+
 typedef struct {
     CapshmDatapath datapath;
     unsigned linger_s;        /* seconds */
@@ -33,6 +40,7 @@ typedef struct {
     uint64_t quota_bytes;     /* per uid; 0 until options_finish() */
     unsigned max_regions;     /* per uid */
     CapshmNamesMode names;
+    CapshmLifetime lifetime;  /* holders for names=capability, unlink for any */
     int allow_other;          /* -1 unset, 0 no, 1 yes */
     bool size_set, quota_set;
     /* Generic mount options for libfuse, comma-separated, owned here. */
@@ -48,6 +56,7 @@ void options_clear(CapshmOptions *o);
 int options_parse(CapshmOptions *o, const char *optstr, GError **error);
 
 /* Fill defaults that depend on the machine: size = half of @ram_bytes,
+ * lifetime = holders (names=capability) or unlink (names=any),
  * quota = size unless set (a larger quota is kept: size then answers
  * ENOSPC first); allow_other
  * defaults to @is_root.  Always returns 0. */
@@ -63,3 +72,4 @@ int options_parse_size(const char *s, uint64_t *out);
 int options_parse_uint(const char *s, uint64_t max, uint64_t *out);
 
 const char *options_datapath_name(CapshmDatapath d);
+const char *options_lifetime_name(CapshmLifetime l);

@@ -30,6 +30,9 @@ region_unref(CapshmRegion *r)
         close(r->anchor_fd);
     g_free(r->name);
     g_free(r->ro_name);
+    g_list_free(r->links);
+    if (r->entries)
+        g_hash_table_destroy(r->entries);
     g_free(r);
 }
 

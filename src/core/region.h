@@ -28,9 +28,21 @@ typedef enum {
     REGION_DESTROYED,    /* bytes released, name gone; struct awaits last unref */
 } RegionState;
 
+struct CapshmRegion;
+
+/* One name of a region or directory in a directory (names=any has hard
+ * links and directories; names=capability has one name each, in the root).
+ * Owned by the directory's entries table. */
+typedef struct CapshmLink {
+    char *name;                   /* owned */
+    struct CapshmRegion *dir;     /* the directory it is in (borrowed) */
+    struct CapshmRegion *target;  /* what it names (borrowed) */
+} CapshmLink;
+
 typedef struct CapshmRegion {
     int refcount;
-    char *name;              /* read-write name; owned */
+    char *name;              /* read-write name (one of them with hard links:
+                              * the first still linked); owned */
     char *ro_name;           /* read-only name, NULL until first asked; owned */
     uint64_t ino;            /* node id of the read-write name */
     uint64_t ro_ino;         /* node id of the read-only name, 0 if none */
@@ -44,7 +56,7 @@ typedef struct CapshmRegion {
     struct timespec atime, mtime, ctime;
     int64_t created;         /* seconds since the epoch */
     RegionState state;
-    bool pinned, sealed, unlinked;
+    bool pinned, sealed, unlinked; /* unlinked: no name left (nlink 0) */
     unsigned open_count;     /* open file handles, all processes */
     unsigned writable_opens; /* of which opened for writing */
     unsigned writes_in_flight; /* store_write_begin without its done yet */
@@ -56,6 +68,12 @@ typedef struct CapshmRegion {
     int64_t linger_deadline_us;
     GList linger_link;       /* in the store's linger queue when .data set */
     GList probe_link;        /* in one of the store's probe queues when .data set */
+    /* Names (store.h "Directories and links"). */
+    unsigned nlink;          /* how many names it has; 0 once unlinked */
+    GList *links;            /* its CapshmLink*s (borrowed from the directories) */
+    bool is_dir;             /* a directory (names=any): no bytes, never held */
+    GHashTable *entries;     /* directories: name -> CapshmLink* (owned) */
+    unsigned nsubdirs;       /* directories: how many entries are directories */
 } CapshmRegion;
 
 CapshmRegion *region_ref(CapshmRegion *r);

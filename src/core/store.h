@@ -18,8 +18,9 @@
  * asked when the last handle closes and then again with a growing interval
  * (2 ms ... 1 s) while the answer is "held".  Nothing reads other
  * processes' /proc to decide lifetime.  A region with no holder lingers for
- * linger seconds, then is destroyed unless pinned; an unlinked one is
- * destroyed as soon as it has no holder.  Quota stays charged until then.
+ * linger seconds, then is destroyed unless pinned or (lifetime=unlink) it
+ * still has a name; an unlinked one is destroyed as soon as it has no
+ * holder.  Quota stays charged until then.
  * Time comes from an injectable clock, and the kernel question from an
  * injectable probe, so the state machine can be unit-tested.
  *
@@ -115,10 +116,69 @@ CapshmRegion *store_lookup(CapshmStore *s, const char *name, bool *is_ro);
 int store_create(CapshmStore *s, const CapshmCaller *caller, const char *name,
                  mode_t mode, bool excl, CapshmRegion **out, bool *created);
 
-/* Remove @r's name (and its read-only name) at once; the memory stays for
- * current holders.  -ENOENT if already unlinked or destroyed.  (Refusing
+/* Remove every name of @r (and its read-only name) at once; the memory
+ * stays for current holders.  -ENOENT if already unlinked or destroyed.  (Refusing
  * unlink through a read-only name is the caller's check.) */
 int store_unlink(CapshmStore *s, CapshmRegion *r);
+
+/* --- directories and links (names=any) --------------------------------------
+ *
+ * Names live in directories: the root (store_root, node id 1) and, with
+ * names=any, directories made by store_mkdir.  A directory is a
+ * CapshmRegion with is_dir set: no bytes, never held, counted as one of its
+ * owner's max_regions; it lives until rmdir.  A region has nlink names
+ * (hard links, names=any only); unlinking removes one; the region is
+ * `unlinked` when none is left, and then goes as soon as nobody holds it.
+ * With lifetime=unlink (the default with names=any) a region with a name
+ * lives until it is unlinked, whoever holds it; with lifetime=holders it
+ * lingers after its last holder and is destroyed with all its names.
+ * With names=capability, mkdir, link and rename are -EPERM.
+ * A NULL directory means the root. */
+
+#define STORE_RENAME_NOREPLACE 1u   /* = RENAME_NOREPLACE */
+#define STORE_RENAME_EXCHANGE  2u   /* = RENAME_EXCHANGE */
+
+CapshmRegion *store_root(CapshmStore *s);
+
+/* The entry @name in @dir (a region or a directory), or NULL.  In the
+ * root, read-only names are found too (*is_ro). */
+CapshmRegion *store_lookup_at(CapshmStore *s, CapshmRegion *dir, const char *name, bool *is_ro);
+
+/* store_create in directory @dir.  Also -ENOENT (@dir was removed) and
+ * -EISDIR (@name is a directory and !@excl). */
+int store_create_at(CapshmStore *s, const CapshmCaller *caller, CapshmRegion *dir,
+                    const char *name, mode_t mode, bool excl, CapshmRegion **out, bool *created);
+
+/* Make directory @name in @dir.  -EPERM (names=capability), -EEXIST,
+ * -EACCES (not a name), -EDQUOT (max_regions), -ENOENT (@dir removed). */
+int store_mkdir(CapshmStore *s, const CapshmCaller *caller, CapshmRegion *dir, const char *name,
+                mode_t mode, CapshmRegion **out);
+
+/* Remove name @name from @dir (POSIX unlink).  -ENOENT, -EISDIR, -EPERM (a
+ * read-only name). */
+int store_unlink_at(CapshmStore *s, CapshmRegion *dir, const char *name);
+
+/* Remove empty directory @name from @dir.  -ENOENT, -ENOTDIR, -ENOTEMPTY. */
+int store_rmdir(CapshmStore *s, CapshmRegion *dir, const char *name);
+
+/* Give region @r one more name.  -EPERM (names=capability or a directory),
+ * -ENOENT (@r has no name left), -EEXIST, -EACCES. */
+int store_link(CapshmStore *s, CapshmRegion *r, CapshmRegion *dir, const char *name);
+
+/* rename(2)/renameat2(2) with STORE_RENAME_* @flags, as tmpfs does it:
+ * replaces the target (a file by a file, an empty directory by a
+ * directory), or fails with -EEXIST (NOREPLACE), -ENOENT, -ENOTDIR,
+ * -EISDIR, -ENOTEMPTY, -EINVAL (a directory into itself, unknown flags),
+ * -EPERM (names=capability, a read-only name), -EACCES (not a name). */
+int store_rename(CapshmStore *s, CapshmRegion *odir, const char *oname, CapshmRegion *ndir,
+                 const char *nname, unsigned flags);
+
+/* The entries of @dir: their names (new strings) appended to @names and
+ * their targets (new references) to @targets, in creation order. */
+void store_list_dir(CapshmStore *s, CapshmRegion *dir, GPtrArray *names, GPtrArray *targets);
+
+/* Directories other than the root. */
+unsigned store_dir_count(const CapshmStore *s);
 
 /* Regions owned by @uid (all if @all), in creation order, appended to @out
  * as new references: what .mine and readdir list. */

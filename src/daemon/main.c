@@ -134,11 +134,12 @@ on_ready(void *data)
         g_message("regions are kept in memfds, one open file each (so at most RLIMIT_NOFILE regions): %s",
                   d->storage_why);
     g_message("mounted %s (datapath=%s, transport=%s, storage=%s, linger=%us, mint_ttl=%us, size=%" G_GUINT64_FORMAT
-              ", quota=%" G_GUINT64_FORMAT ", max_regions=%u, names=%s)",
+              ", quota=%" G_GUINT64_FORMAT ", max_regions=%u, names=%s, lifetime=%s)",
               d->mountpoint, cfs_datapath_name(d->fs), session_transport(d->session),
               storage_kind_name(storage_kind(store_storage(d->store))), d->opts.linger_s, d->opts.mint_ttl_s,
               d->opts.size_bytes, d->opts.quota_bytes, d->opts.max_regions,
-              d->opts.names == NAMES_MODE_ANY ? "any" : "capability");
+              d->opts.names == NAMES_MODE_ANY ? "any" : "capability",
+              options_lifetime_name(d->opts.lifetime));
     if (cfs_datapath(d->fs) == CFS_PATH_CACHE)
         system_relax_bdi(d->dev);
 }
@@ -252,7 +253,7 @@ static char **opt_rest;
 static const GOptionEntry entries[] = {
     { "options", 'o', 0, G_OPTION_ARG_STRING_ARRAY, &opt_strings,
       "mount options: datapath=auto|passthrough|cache, linger=SECONDS, mint_ttl=SECONDS, "
-      "size=BYTES, quota=BYTES, max_regions=N, names=capability|any, allow_other", "OPT[,OPT...]" },
+      "size=BYTES, quota=BYTES, max_regions=N, names=capability|any, lifetime=holders|unlink, allow_other", "OPT[,OPT...]" },
     { "foreground", 'f', 0, G_OPTION_ARG_NONE, &opt_foreground, "stay in the foreground", NULL },
     { "debug", 'd', 0, G_OPTION_ARG_NONE, &opt_debug, "log every request (implies -f)", NULL },
     { "version", 'V', 0, G_OPTION_ARG_NONE, &opt_version, "print the version and exit", NULL },

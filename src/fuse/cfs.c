@@ -84,7 +84,13 @@ typedef struct {
     size_t len;
     /* FH_DIR */
     GPtrArray *names; /* char*, owned */
+    GArray *dirents;  /* CfsDirent per name: node id and type */
 } CfsFile;
+
+typedef struct {
+    uint64_t ino;
+    mode_t type;      /* S_IFDIR or S_IFREG */
+} CfsDirent;
 
 struct CapshmFs {
     CapshmStore *store;
@@ -487,7 +493,11 @@ fill_region_attr(CapshmStore *store, CapshmRegion *r, bool is_ro, struct stat *s
     st->st_ino = is_ro ? r->ro_ino : r->ino;
     /* A read-only name never grants write, whatever the region's mode. */
     st->st_mode = S_IFREG | (is_ro ? (r->mode & 0444) : r->mode);
-    st->st_nlink = r->unlinked ? 0 : 1;
+    st->st_nlink = r->nlink;
+    if (r->is_dir) {
+        st->st_mode = S_IFDIR | r->mode;
+        st->st_nlink = r->unlinked ? 0 : 2 + r->nsubdirs;
+    }
     st->st_uid = r->uid;
     st->st_gid = r->gid;
     st->st_size = (off_t)r->size;
@@ -548,7 +558,10 @@ on_region_destroyed(CapshmRegion *r, void *data)
     /* The kernel may still cache the names (entry timeout): make later
      * lookups ask us, so a destroyed name is plain ENOENT at once. */
     if (!r->unlinked) {
-        notifier_inval_entry(fs->notifier, CFS_ROOT_INO, r->name);
+        for (GList *l = r->links; l; l = l->next) {
+            CapshmLink *k = l->data;
+            notifier_inval_entry(fs->notifier, k->dir->ino, k->name);
+        }
         if (r->ro_name)
             notifier_inval_entry(fs->notifier, CFS_ROOT_INO, r->ro_name);
     }
@@ -604,16 +617,49 @@ cfs_destroy(void *userdata)
 
 /* --- names ----------------------------------------------------------------- */
 
+/* The directory node @parent stands for (the root, or a names=any
+ * directory), or NULL with *rc = -ENOTDIR or -ENOENT.  Under the core lock. */
+static CapshmRegion *
+parent_dir(CapshmFs *fs, fuse_ino_t parent, int *rc)
+{
+    if (parent == CFS_ROOT_INO)
+        return store_root(fs->store);
+    CapshmRegion *r = node_region(fs, parent, NULL);
+    if (r && r->is_dir)
+        return r;
+    *rc = r || is_static_ino(parent) || node_find(fs, parent) ? -ENOTDIR : -ENOENT;
+    return NULL;
+}
+
+/* LOOKUP in a directory other than the root (names=any). */
+static void
+lookup_in_dir(CapshmFs *fs, fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    if (strlen(name) > NAMES_MAX)
+        return reply_err(req, ENAMETOOLONG);
+    struct fuse_entry_param e;
+    int rc = -ENOENT;
+    core_enter(fs);
+    CapshmRegion *dir = parent_dir(fs, parent, &rc);
+    CapshmRegion *r = dir ? store_lookup_at(fs->store, dir, name, NULL) : NULL;
+    if (r)
+        entry_prepare(fs, r, false, &e);
+    core_leave(fs);
+    if (!r)
+        return reply_err(req, -rc);
+    if (fuse_reply_entry(req, &e) != 0) {
+        core_enter(fs);
+        forget_one(fs, e.ino, 1);
+        core_leave(fs);
+    }
+}
+
 static void
 cfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     CFS_CALL(req);
-    if (parent != CFS_ROOT_INO) {
-        core_enter(fs);
-        bool known = is_static_ino(parent) || node_find(fs, parent);
-        core_leave(fs);
-        return reply_err(req, known ? ENOTDIR : ENOENT);
-    }
+    if (parent != CFS_ROOT_INO)
+        return lookup_in_dir(fs, req, parent, name);
     if (strlen(name) > NAMES_MAX)
         return reply_err(req, ENAMETOOLONG);
     if (names_is_control(name)) {
@@ -768,71 +814,174 @@ static void
 cfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     CFS_CALL(req);
-    if (parent != CFS_ROOT_INO)
-        return reply_err(req, ENOENT);
-    if (names_is_control(name))
+    if (parent == CFS_ROOT_INO && names_is_control(name))
         return reply_err(req, control_ino(name) ? EPERM : ENOENT);
     core_enter(fs);
-    bool is_ro = false;
     int rc = -ENOENT;
-    CapshmRegion *r = store_lookup(fs->store, name, &is_ro);
-    if (r && is_ro) {
-        rc = -EPERM;
-    } else if (r) {
-        g_autofree char *ro_name = r->ro_name ? g_strdup(r->ro_name) : NULL;
+    CapshmRegion *dir = parent_dir(fs, parent, &rc);
+    bool is_ro = false;
+    CapshmRegion *r = dir ? store_lookup_at(fs->store, dir, name, &is_ro) : NULL;
+    if (r && !is_ro) {
+        /* Its last name going takes its read-only name with it. */
+        g_autofree char *ro_name = r->ro_name && r->nlink == 1 ? g_strdup(r->ro_name) : NULL;
         fs->in_unlink = true;
-        rc = store_unlink(fs->store, r);
+        rc = store_unlink_at(fs->store, dir, name);
         fs->in_unlink = false;
         if (rc == 0 && ro_name)
             notifier_inval_entry(fs->notifier, CFS_ROOT_INO, ro_name);
+    } else if (r) {
+        rc = -EPERM;
     }
     core_leave(fs);
     reply_err(req, -rc);
 }
 
-static void
-cfs_refuse(fuse_req_t req)
+/* names=any: directories, hard links and renames, as tmpfs has them (store.h
+ * "Directories and links").  names=capability refuses them all with EPERM:
+ * capabilities are minted, never chosen, linked or moved. */
+
+static bool
+any_names(CapshmFs *fs)
 {
+    return store_options(fs->store)->names == NAMES_MODE_ANY;
+}
+
+/* Reply to an entry-making request (mkdir, mknod, link) for @r made in the
+ * core section that ends here; undo the lookup count if the reply fails. */
+static void
+reply_new_entry(CapshmFs *fs, fuse_req_t req, CapshmRegion *r, int rc)
+{
+    struct fuse_entry_param e;
+    if (rc == 0)
+        entry_prepare(fs, r, false, &e);
+    core_leave(fs);
+    if (rc < 0)
+        return reply_err(req, -rc);
+    if (fuse_reply_entry(req, &e) != 0) {
+        core_enter(fs);
+        forget_one(fs, e.ino, 1);
+        core_leave(fs);
+    }
+}
+
+static void
+cfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    CFS_CALL(req);
+    if (!any_names(fs))
+        return reply_err(req, EPERM);
+    if (strlen(name) > NAMES_MAX)
+        return reply_err(req, ENAMETOOLONG);
+    if (parent == CFS_ROOT_INO && control_ino(name))
+        return reply_err(req, EEXIST);
+    CapshmCaller c = caller_of(req);
+    CapshmRegion *d = NULL;
+    int rc = -ENOENT;
+    core_enter(fs);
+    CapshmRegion *dir = parent_dir(fs, parent, &rc);
+    if (dir)
+        rc = store_mkdir(fs->store, &c, dir, name, mode, &d);
+    reply_new_entry(fs, req, d, rc);
+}
+
+/* mknod makes regular files (an empty region, as open(O_CREAT|O_EXCL)
+ * would, without opening it); FIFOs, sockets and devices are EPERM. */
+static void
+cfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+    (void)rdev;
+    CFS_CALL(req);
+    if (!any_names(fs) || !S_ISREG(mode))
+        return reply_err(req, EPERM);
+    if (strlen(name) > NAMES_MAX)
+        return reply_err(req, ENAMETOOLONG);
+    if (parent == CFS_ROOT_INO && names_is_control(name))
+        return reply_err(req, control_ino(name) ? EEXIST : EACCES);
+    CapshmCaller c = caller_of(req);
+    CapshmRegion *r = NULL;
+    bool created = false;
+    int rc = -ENOENT;
+    core_enter(fs);
+    CapshmRegion *dir = parent_dir(fs, parent, &rc);
+    if (dir)
+        rc = store_create_at(fs->store, &c, dir, name, mode, true, &r, &created);
+    reply_new_entry(fs, req, r, rc);
+}
+
+static void
+cfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    CFS_CALL(req);
+    if (!any_names(fs))
+        return reply_err(req, EPERM);
+    if (parent == CFS_ROOT_INO && names_is_control(name))
+        return reply_err(req, control_ino(name) ? ENOTDIR : ENOENT);
+    int rc = -ENOENT;
+    core_enter(fs);
+    CapshmRegion *dir = parent_dir(fs, parent, &rc);
+    if (dir)
+        rc = store_rmdir(fs->store, dir, name);
+    core_leave(fs);
+    reply_err(req, -rc);
+}
+
+/* No symbolic links: a region is memory, and nothing on /dev/shm needs one. */
+static void
+cfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    (void)link; (void)parent; (void)name;
     CFS_CALL(req);
     reply_err(req, EPERM);
 }
 
 static void
-cfs_mkdir(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m)
+cfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-    (void)p; (void)n; (void)m;
-    cfs_refuse(req);
+    CFS_CALL(req);
+    if (!any_names(fs) || is_static_ino(ino))
+        return reply_err(req, EPERM);
+    if (strlen(newname) > NAMES_MAX)
+        return reply_err(req, ENAMETOOLONG);
+    if (newparent == CFS_ROOT_INO && names_is_control(newname))
+        return reply_err(req, control_ino(newname) ? EEXIST : EACCES);
+    int rc = -ENOENT;
+    core_enter(fs);
+    bool is_ro = false;
+    CapshmRegion *r = node_region(fs, ino, &is_ro);
+    CapshmRegion *dir = parent_dir(fs, newparent, &rc);
+    if (!r)
+        rc = -ENOENT;
+    else if (is_ro)
+        rc = -EPERM; /* a read-only name never leads to a writable one */
+    else if (dir)
+        rc = store_link(fs->store, r, dir, newname);
+    reply_new_entry(fs, req, r, rc);
 }
+
 static void
-cfs_mknod(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m, dev_t d)
+cfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+           const char *newname, unsigned int flags)
 {
-    (void)p; (void)n; (void)m; (void)d;
-    cfs_refuse(req);
-}
-static void
-cfs_rmdir(fuse_req_t req, fuse_ino_t p, const char *n)
-{
-    (void)p; (void)n;
-    cfs_refuse(req);
-}
-static void
-cfs_symlink(fuse_req_t req, const char *l, fuse_ino_t p, const char *n)
-{
-    (void)l; (void)p; (void)n;
-    cfs_refuse(req);
-}
-static void
-cfs_link(fuse_req_t req, fuse_ino_t i, fuse_ino_t p, const char *n)
-{
-    (void)i; (void)p; (void)n;
-    cfs_refuse(req);
-}
-static void
-cfs_rename(fuse_req_t req, fuse_ino_t p, const char *n, fuse_ino_t np, const char *nn,
-           unsigned int flags)
-{
-    (void)p; (void)n; (void)np; (void)nn; (void)flags;
-    cfs_refuse(req);
+    CFS_CALL(req);
+    if (!any_names(fs))
+        return reply_err(req, EPERM);
+    if (strlen(newname) > NAMES_MAX)
+        return reply_err(req, ENAMETOOLONG);
+    if ((parent == CFS_ROOT_INO && names_is_control(name)) ||
+        (newparent == CFS_ROOT_INO && names_is_control(newname)))
+        return reply_err(req, EPERM);
+    int rc = -ENOENT;
+    core_enter(fs);
+    CapshmRegion *odir = parent_dir(fs, parent, &rc);
+    CapshmRegion *ndir = odir ? parent_dir(fs, newparent, &rc) : NULL;
+    if (odir && ndir) {
+        /* A replaced file destroyed here needs no inode invalidation. */
+        fs->in_unlink = true;
+        rc = store_rename(fs->store, odir, name, ndir, newname, flags);
+        fs->in_unlink = false;
+    }
+    core_leave(fs);
+    reply_err(req, -rc);
 }
 
 /* --- open / create / release ------------------------------------------------ */
@@ -862,6 +1011,8 @@ file_free(CfsFile *f)
     g_free(f->text);
     if (f->names)
         g_ptr_array_free(f->names, TRUE);
+    if (f->dirents)
+        g_array_free(f->dirents, TRUE);
     g_free(f);
 }
 
@@ -1013,7 +1164,7 @@ cfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     bool is_ro = false;
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     CfsFile *f = NULL;
-    int err = r ? open_region(fs, req, r, is_ro, fi, &f) : ENOENT;
+    int err = !r ? ENOENT : r->is_dir ? EISDIR : open_region(fs, req, r, is_ro, fi, &f);
     core_leave(fs);
     if (err)
         return reply_err(req, err);
@@ -1056,18 +1207,22 @@ may_open_existing(fuse_req_t req, const CapshmCaller *c, CapshmRegion *r, int fl
 
 /* CREATE's work under the core lock: 0 with @e and @f filled, or an errno. */
 static int
-create_locked(CapshmFs *fs, fuse_req_t req, const char *name, mode_t mode,
+create_locked(CapshmFs *fs, fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
               struct fuse_file_info *fi, struct fuse_entry_param *e, CfsFile **f)
 {
     CapshmCaller c = caller_of(req);
     CapshmRegion *r = NULL;
     bool created = false;
-    int rc = store_create(fs->store, &c, name, mode, (fi->flags & O_EXCL) != 0, &r, &created);
+    int rc = -ENOENT;
+    CapshmRegion *dir = parent_dir(fs, parent, &rc);
+    if (!dir)
+        return -rc;
+    rc = store_create_at(fs->store, &c, dir, name, mode, (fi->flags & O_EXCL) != 0, &r, &created);
     if (rc < 0)
         return -rc;
     bool is_ro = false;
     if (!created) {
-        store_lookup(fs->store, name, &is_ro);
+        store_lookup_at(fs->store, dir, name, &is_ro);
         if (!may_open_existing(req, &c, r, fi->flags))
             return EACCES;
     }
@@ -1085,16 +1240,14 @@ cfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
            struct fuse_file_info *fi)
 {
     CFS_CALL(req);
-    if (parent != CFS_ROOT_INO)
-        return reply_err(req, ENOTDIR);
     if (strlen(name) > NAMES_MAX)
         return reply_err(req, ENAMETOOLONG);
-    if (names_is_control(name))
+    if (parent == CFS_ROOT_INO && names_is_control(name))
         return reply_err(req, control_ino(name) ? EEXIST : EACCES);
     struct fuse_entry_param e;
     CfsFile *f = NULL;
     core_enter(fs);
-    int err = create_locked(fs, req, name, mode, fi, &e, &f);
+    int err = create_locked(fs, req, parent, name, mode, fi, &e, &f);
     core_leave(fs);
     if (err)
         return reply_err(req, err);
@@ -1302,30 +1455,49 @@ cfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 /* --- directory --------------------------------------------------------------- */
 
 static void
+dir_add(CfsFile *f, const char *name, uint64_t ino, mode_t type)
+{
+    CfsDirent d = { .ino = ino, .type = type };
+    g_ptr_array_add(f->names, g_strdup(name));
+    g_array_append_val(f->dirents, d);
+}
+
+static void
 cfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     CFS_CALL(req);
-    if (ino != CFS_ROOT_INO)
-        return reply_err(req, ENOTDIR);
-    const struct fuse_ctx *ctx = fuse_req_ctx(req);
     CfsFile *f = g_new0(CfsFile, 1);
     f->kind = FH_DIR;
     f->names = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(f->names, g_strdup("."));
-    g_ptr_array_add(f->names, g_strdup(".."));
-    g_ptr_array_add(f->names, g_strdup(".new"));
-    g_ptr_array_add(f->names, g_strdup(".stats"));
-    g_ptr_array_add(f->names, g_strdup(".mine"));
+    f->dirents = g_array_new(FALSE, FALSE, sizeof(CfsDirent));
     /* Snapshot at opendir.  With capability names only root gets here (the
      * root is 1733); with names=any every name is listed, as in /dev/shm. */
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
     g_autoptr(GPtrArray) regions = g_ptr_array_new_with_free_func((GDestroyNotify)region_unref);
+    int rc = -ENOTDIR;
     core_enter(fs);
-    bool any = store_options(fs->store)->names == NAMES_MODE_ANY;
-    store_list(fs->store, ctx->uid, ctx->uid == 0 || any, regions);
-    for (guint i = 0; i < regions->len; i++)
-        g_ptr_array_add(f->names, g_strdup(((CapshmRegion *)regions->pdata[i])->name));
-    g_hash_table_add(fs->files, f);
+    CapshmRegion *dir = parent_dir(fs, ino, &rc);
+    if (dir) {
+        CapshmRegion *up = dir->links ? ((CapshmLink *)dir->links->data)->dir : dir;
+        dir_add(f, ".", ino, S_IFDIR);
+        dir_add(f, "..", up->ino, S_IFDIR);
+        if (ino == CFS_ROOT_INO) {
+            dir_add(f, ".new", CFS_NEW_INO, S_IFREG);
+            dir_add(f, ".stats", CFS_STATS_INO, S_IFREG);
+            dir_add(f, ".mine", CFS_MINE_INO, S_IFREG);
+        }
+        store_list_dir(fs->store, dir, names, regions);
+        for (guint i = 0; i < regions->len; i++) {
+            CapshmRegion *r = regions->pdata[i];
+            dir_add(f, names->pdata[i], r->ino, r->is_dir ? S_IFDIR : S_IFREG);
+        }
+        g_hash_table_add(fs->files, f);
+    }
     core_leave(fs);
+    if (!dir) {
+        file_free(f);
+        return reply_err(req, -rc);
+    }
     fi->fh = (uint64_t)(uintptr_t)f;
     if (fuse_reply_open(req, fi) != 0) {
         core_enter(fs);
@@ -1345,12 +1517,12 @@ cfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
     /* f->names is fixed at opendir: no lock. */
     char *buf = g_malloc(size);
     size_t used = 0;
-    static const fuse_ino_t fixed[] = { CFS_ROOT_INO, CFS_ROOT_INO, CFS_NEW_INO, CFS_STATS_INO, CFS_MINE_INO };
     for (guint i = off < 0 ? 0 : (guint)off; i < f->names->len; i++) {
         const char *name = f->names->pdata[i];
+        const CfsDirent *d = &g_array_index(f->dirents, CfsDirent, i);
         struct stat st = { 0 };
-        st.st_ino = i < G_N_ELEMENTS(fixed) ? fixed[i] : 0xFFFFFFFF; /* real ids come with lookup */
-        st.st_mode = i < 2 ? S_IFDIR : S_IFREG;
+        st.st_ino = d->ino;
+        st.st_mode = d->type;
         size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)i + 1);
         if (need > size - used)
             break;
@@ -1460,6 +1632,8 @@ getxattr_locked(CapshmFs *fs, fuse_req_t req, fuse_ino_t ino, const char *key, s
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     if (!r)
         return is_static_ino(ino) ? ENODATA : ENOENT;
+    if (r->is_dir)
+        return ENODATA; /* directories have no user.capshm.* attributes */
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     bool want_pids = strcmp(key, "pids") == 0;
     if (strcmp(key, "ro") == 0) {
@@ -1548,6 +1722,8 @@ setxattr_locked(CapshmFs *fs, fuse_req_t req, fuse_ino_t ino, const char *name,
     CapshmRegion *r = node_region(fs, ino, &is_ro);
     if (!r)
         return is_static_ino(ino) ? EPERM : ENOENT;
+    if (r->is_dir)
+        return ENOTSUP;
     if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0)
         return ENOTSUP; /* we keep no arbitrary xattrs */
     const char *key = name + strlen(XATTR_PREFIX);
@@ -1584,9 +1760,10 @@ cfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
     CFS_CALL(req);
     core_enter(fs);
-    bool is_region = node_region(fs, ino, NULL) != NULL;
+    CapshmRegion *node = node_region(fs, ino, NULL);
+    bool is_region = node && !node->is_dir, is_dir = node && node->is_dir;
     core_leave(fs);
-    if (!is_region && !is_static_ino(ino))
+    if (!is_region && !is_dir && !is_static_ino(ino))
         return reply_err(req, ENOENT);
     GString *s = g_string_new(NULL);
     for (const char *const *k = region_xattrs; is_region && *k; k++) {

@@ -27,7 +27,10 @@ def anymnt(mount_factory, datapath):
 
 
 @pytest.mark.timeout(60)
-def test_shm_open_programs_share_and_get_cleanup(anymnt):
+def test_shm_open_programs_share_and_get_cleanup(mount_factory, datapath):
+    # lifetime=holders: capshm's reclaiming of what nobody holds, opted in
+    # (names=any defaults to lifetime=unlink, as tmpfs: test_posix_programs.py).
+    anymnt = mount_factory(datapath, "names=any", "linger=1", "lifetime=holders")
     r = in_shm_namespace(anymnt, f"""
         {POSIX_SHM} create /capshm-demo 4096 hello-from-a
         {POSIX_SHM} read /capshm-demo 12

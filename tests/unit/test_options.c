@@ -398,6 +398,35 @@ START_TEST(test_finish_defaults)
 }
 END_TEST
 
+START_TEST(test_lifetime_defaults_by_names_mode)
+{
+    ck_assert_int_eq(options_finish(&opts, 16 * GiB, false, NULL), 0);
+    ck_assert_int_eq(opts.lifetime, LIFETIME_HOLDERS);
+
+    CapshmOptions o;
+    options_init(&o);
+    GError *err = NULL;
+    ck_assert_int_eq(options_parse(&o, "names=any", &err), 0);
+    ck_assert_int_eq(options_finish(&o, 16 * GiB, false, NULL), 0);
+    ck_assert_int_eq(o.lifetime, LIFETIME_UNLINK);
+    ck_assert_str_eq(options_lifetime_name(o.lifetime), "unlink");
+    options_clear(&o);
+
+    options_init(&o);
+    ck_assert_int_eq(options_parse(&o, "names=any,lifetime=holders", &err), 0);
+    ck_assert_int_eq(options_finish(&o, 16 * GiB, false, NULL), 0);
+    ck_assert_int_eq(o.lifetime, LIFETIME_HOLDERS);
+    ck_assert_int_eq(options_parse(&o, "lifetime=unlink", &err), 0);
+    ck_assert_int_eq(o.lifetime, LIFETIME_UNLINK);
+    ck_assert_int_eq(options_parse(&o, "lifetime=forever", &err), -EINVAL);
+    ck_assert_ptr_nonnull(err);
+    g_clear_error(&err);
+    ck_assert_int_eq(options_parse(&o, "lifetime", &err), -EINVAL);
+    g_clear_error(&err);
+    options_clear(&o);
+}
+END_TEST
+
 START_TEST(test_finish_explicit_values)
 {
     parse_ok("size=2G,quota=1G,noallow_other");
@@ -468,6 +497,7 @@ options_suite(void)
     tc = tcase_create("finish");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_finish_defaults);
+    tcase_add_test(tc, test_lifetime_defaults_by_names_mode);
     tcase_add_test(tc, test_finish_explicit_values);
     tcase_add_test(tc, test_finish_quota_above_size_kept);
     suite_add_tcase(s, tc);

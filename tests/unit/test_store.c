@@ -523,6 +523,192 @@ START_TEST(test_names_any)
 }
 END_TEST
 
+/* --- names=any: directories, links, renames, lifetime=unlink ------------------ */
+
+static CapshmRegion *
+make_any(CapshmRegion *dir, const char *name)
+{
+    CapshmCaller c = caller(1000);
+    CapshmRegion *r = NULL;
+    bool created = false;
+    ck_assert_int_eq(store_create_at(env.s, &c, dir, name, 0600, true, &r, &created), 0);
+    ck_assert(created);
+    return r;
+}
+
+START_TEST(test_any_links)
+{
+    teardown();
+    env_start(false, "names=any");
+    CapshmRegion *r = make_any(NULL, "sem.tmp");
+    ck_assert_uint_eq(r->nlink, 1);
+    /* glibc sem_open: create a temporary name, link the real one, unlink the first. */
+    ck_assert_int_eq(store_link(env.s, r, NULL, "sem.x"), 0);
+    ck_assert_uint_eq(r->nlink, 2);
+    ck_assert_int_eq(store_link(env.s, r, NULL, "sem.x"), -EEXIST);
+    ck_assert_ptr_eq(store_lookup(env.s, "sem.x", NULL), r);
+    ck_assert_int_eq(store_unlink_at(env.s, NULL, "sem.tmp"), 0);
+    ck_assert_uint_eq(r->nlink, 1);
+    ck_assert(!r->unlinked);
+    ck_assert_str_eq(r->name, "sem.x");
+    ck_assert_ptr_null(store_lookup(env.s, "sem.tmp", NULL));
+    ck_assert_int_eq(store_unlink_at(env.s, NULL, "sem.tmp"), -ENOENT);
+    ck_assert_uint_eq(store_region_count(env.s), 1);
+    /* The last name goes: unheld, so the region goes at once. */
+    ck_assert_int_eq(store_unlink_at(env.s, NULL, "sem.x"), 0);
+    ck_assert_uint_eq(store_region_count(env.s), 0);
+    ck_assert_uint_eq(quota_total_bytes(store_quota(env.s)), 0);
+}
+END_TEST
+
+START_TEST(test_any_lifetime_unlink_outlives_holders)
+{
+    teardown();
+    env_start(false, "names=any");
+    CapshmRegion *r = make_any(NULL, "PostgreSQL.1");
+    store_opened(env.s, r, true);
+    ck_assert_int_eq(store_resize(env.s, r, 4 * KiB), 0);
+    store_released(env.s, r, true);
+    /* No holder, no linger: it lives until unlinked, as on tmpfs. */
+    ck_assert_int_eq(store_next_due(env.s), -1);
+    advance(3600 * SEC);
+    store_tick(env.s);
+    ck_assert(region_is_alive(r));
+    ck_assert_str_eq(region_state_name(r), "live");
+    ck_assert_uint_eq(store_count_in_state(env.s, REGION_LINGERING), 0);
+    /* Unpinning does not start a linger either. */
+    store_set_pinned(env.s, r, true);
+    store_set_pinned(env.s, r, false);
+    ck_assert_int_eq(store_next_due(env.s), -1);
+    ck_assert_int_eq(store_unlink_at(env.s, NULL, "PostgreSQL.1"), 0);
+    ck_assert(!region_is_alive(r));
+    ck_assert_uint_eq(env.destroyed->len, 1);
+}
+END_TEST
+
+START_TEST(test_any_lifetime_holders_destroys_every_name)
+{
+    teardown();
+    env_start(false, "names=any,lifetime=holders");
+    CapshmCaller c = caller(1000);
+    CapshmRegion *d = NULL;
+    ck_assert_int_eq(store_mkdir(env.s, &c, NULL, "dir", 0755, &d), 0);
+    CapshmRegion *r = make_any(d, "f");
+    ck_assert_int_eq(store_link(env.s, r, NULL, "g"), 0);
+    tick_when_due();
+    ck_assert(!region_is_alive(r));
+    ck_assert_ptr_null(store_lookup(env.s, "g", NULL));
+    ck_assert_ptr_null(store_lookup_at(env.s, d, "f", NULL));
+    ck_assert_int_eq(store_rmdir(env.s, NULL, "dir"), 0);
+}
+END_TEST
+
+START_TEST(test_any_directories)
+{
+    teardown();
+    env_start(false, "names=any");
+    CapshmCaller c = caller(1000);
+    CapshmRegion *a = NULL, *b = NULL, *x = NULL;
+    ck_assert_int_eq(store_mkdir(env.s, &c, NULL, "a", 0755, &a), 0);
+    ck_assert(a->is_dir);
+    ck_assert_int_eq(store_mkdir(env.s, &c, NULL, "a", 0755, &x), -EEXIST);
+    ck_assert_int_eq(store_mkdir(env.s, &c, a, "b", 0700, &b), 0);
+    ck_assert_uint_eq(a->nsubdirs, 1);
+    ck_assert_uint_eq(store_dir_count(env.s), 2);
+    /* A directory counts as one of its owner's regions (max_regions=4). */
+    ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).regions, 2);
+    /* Dot names are allowed below the root, not in it. */
+    CapshmRegion *f = make_any(b, ".hidden");
+    ck_assert_ptr_eq(store_lookup_at(env.s, b, ".hidden", NULL), f);
+    ck_assert_ptr_eq(store_lookup_at(env.s, NULL, "a", NULL), a);
+    ck_assert_int_eq(store_rmdir(env.s, NULL, "a"), -ENOTEMPTY);
+    ck_assert_int_eq(store_unlink_at(env.s, NULL, "a"), -EISDIR);
+    ck_assert_int_eq(store_rmdir(env.s, b, ".hidden"), -ENOTDIR);
+    bool created;
+    CapshmRegion *r = NULL;
+    ck_assert_int_eq(store_create_at(env.s, &c, NULL, "a", 0600, false, &r, &created), -EISDIR);
+
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    GPtrArray *targets = g_ptr_array_new_with_free_func((GDestroyNotify)region_unref);
+    store_list_dir(env.s, b, names, targets);
+    ck_assert_uint_eq(names->len, 1);
+    ck_assert_str_eq(names->pdata[0], ".hidden");
+    ck_assert_ptr_eq(targets->pdata[0], f);
+    g_ptr_array_free(names, TRUE);
+    g_ptr_array_free(targets, TRUE);
+
+    ck_assert_int_eq(store_unlink_at(env.s, b, ".hidden"), 0);
+    ck_assert_int_eq(store_rmdir(env.s, a, "b"), 0);
+    ck_assert(!region_is_alive(b));
+    /* Nothing can be made in a removed directory. */
+    ck_assert_int_eq(store_create_at(env.s, &c, b, "late", 0600, true, &r, &created), -ENOENT);
+    ck_assert_int_eq(store_rmdir(env.s, NULL, "a"), 0);
+    ck_assert_uint_eq(store_dir_count(env.s), 0);
+    ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).regions, 0);
+}
+END_TEST
+
+START_TEST(test_any_rename)
+{
+    teardown();
+    env_start(false, "names=any");
+    CapshmCaller c = caller(1000);
+    CapshmRegion *x = make_any(NULL, "x"), *y = make_any(NULL, "y");
+    CapshmRegion *d = NULL, *e = NULL;
+    ck_assert_int_eq(store_mkdir(env.s, &c, NULL, "d", 0755, &d), 0);
+    ck_assert_int_eq(store_mkdir(env.s, &c, d, "e", 0755, &e), 0);
+
+    ck_assert_int_eq(store_rename(env.s, NULL, "x", NULL, "y", STORE_RENAME_NOREPLACE), -EEXIST);
+    ck_assert_int_eq(store_rename(env.s, NULL, "x", NULL, "y", STORE_RENAME_EXCHANGE), 0);
+    ck_assert_ptr_eq(store_lookup(env.s, "x", NULL), y);
+    ck_assert_ptr_eq(store_lookup(env.s, "y", NULL), x);
+    ck_assert_int_eq(store_rename(env.s, NULL, "x", NULL, "nope", STORE_RENAME_EXCHANGE), -ENOENT);
+    ck_assert_int_eq(store_rename(env.s, NULL, "x", NULL, "y", 3), -EINVAL);
+    ck_assert_int_eq(store_rename(env.s, NULL, "x", NULL, "y", 4), -EINVAL);
+    /* Plain rename replaces a file: the replaced region (unheld) goes. */
+    ck_assert_int_eq(store_rename(env.s, NULL, "x", NULL, "y", 0), 0);
+    ck_assert(!region_is_alive(x));
+    ck_assert_ptr_eq(store_lookup(env.s, "y", NULL), y);
+    ck_assert_ptr_null(store_lookup(env.s, "x", NULL));
+    ck_assert_uint_eq(y->nlink, 1);
+    /* Two names of one file: nothing happens. */
+    ck_assert_int_eq(store_link(env.s, y, d, "y2"), 0);
+    ck_assert_int_eq(store_rename(env.s, NULL, "y", d, "y2", 0), 0);
+    ck_assert_uint_eq(y->nlink, 2);
+    /* Files and directories do not replace each other. */
+    ck_assert_int_eq(store_rename(env.s, NULL, "y", NULL, "d", 0), -EISDIR);
+    ck_assert_int_eq(store_rename(env.s, d, "e", NULL, "y", 0), -ENOTDIR);
+    ck_assert_int_eq(store_rename(env.s, NULL, "d", d, "e2", 0), -EINVAL);
+    ck_assert_int_eq(store_rename(env.s, NULL, "d", e, "x", 0), -EINVAL);
+    ck_assert_int_eq(store_rename(env.s, NULL, "d", e, "x", STORE_RENAME_EXCHANGE), -ENOENT);
+    /* Move a directory up; the empty one it replaces goes. */
+    CapshmRegion *f = NULL;
+    ck_assert_int_eq(store_mkdir(env.s, &c, NULL, "f", 0755, &f), 0);
+    ck_assert_int_eq(store_rename(env.s, d, "e", NULL, "f", 0), 0);
+    ck_assert(!region_is_alive(f));
+    ck_assert_ptr_eq(store_lookup(env.s, "f", NULL), e);
+    ck_assert_uint_eq(d->nsubdirs, 0);
+    ck_assert_int_eq(store_rename(env.s, NULL, "f", NULL, "d", 0), -ENOTEMPTY);
+    ck_assert_int_eq(store_unlink_at(env.s, d, "y2"), 0);
+    ck_assert_int_eq(store_rename(env.s, NULL, "f", NULL, "d", 0), 0);
+    ck_assert_ptr_eq(store_lookup(env.s, "d", NULL), e);
+    ck_assert(!region_is_alive(d));
+    ck_assert_uint_eq(store_dir_count(env.s), 1);
+}
+END_TEST
+
+START_TEST(test_capability_refuses_links)
+{
+    CapshmRegion *r = make_held_region(1000);
+    CapshmCaller c = caller(1000);
+    CapshmRegion *d = NULL;
+    ck_assert_int_eq(store_mkdir(env.s, &c, NULL, "d", 0755, &d), -EPERM);
+    ck_assert_int_eq(store_link(env.s, r, NULL, "other"), -EPERM);
+    ck_assert_int_eq(store_rename(env.s, NULL, r->name, NULL, "other", 0), -EPERM);
+    ck_assert_uint_eq(r->nlink, 1);
+}
+END_TEST
+
 START_TEST(test_list)
 {
     CapshmRegion *a = make_held_region(1000);
@@ -2401,6 +2587,12 @@ store_suite(void)
     tcase_add_test(tc, test_ro_name);
     tcase_add_test(tc, test_names_any);
     tcase_add_test(tc, test_list);
+    tcase_add_test(tc, test_any_links);
+    tcase_add_test(tc, test_any_lifetime_unlink_outlives_holders);
+    tcase_add_test(tc, test_any_lifetime_holders_destroys_every_name);
+    tcase_add_test(tc, test_any_directories);
+    tcase_add_test(tc, test_any_rename);
+    tcase_add_test(tc, test_capability_refuses_links);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("lifetime");
