@@ -26,6 +26,8 @@ cleanup() {
         echo "--- capshmfs log:"; cat "$work/daemon.log"
     fi
     rmdir "$mnt" 2>/dev/null || true
+    # A test's own undo steps, as a command line.
+    [ -z "${extra_cleanup:-}" ] || eval "$extra_cleanup" || true
     rm -rf "$work"
     exit $status
 }
@@ -33,11 +35,28 @@ trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
 
 mount_capshm() {
-    # capshmfs returns once the mount answers (it daemonizes).  Its start-up
-    # messages go to the log, so that stderr stays clean.
-    /usr/bin/capshmfs capshm "$mnt" -o "linger=1${1:+,$1}" >"$work/daemon.log" 2>&1
+    # mount_capshm DATAPATH [OPTIONS]: mount with datapath=DATAPATH and check
+    # that the mount has it.  capshmfs returns once the mount answers (it
+    # daemonizes).  Its start-up messages go to the log, so that stderr
+    # stays clean.
+    /usr/bin/capshmfs capshm "$mnt" -o "datapath=$1,linger=1${2:+,$2}" >"$work/daemon.log" 2>&1
     grep -q " $mnt .* - fuse.capshmfs capshm " /proc/self/mountinfo
-    echo "mounted $mnt: $(cat "$mnt/.stats")"
+    stats=$(cat "$mnt/.stats")
+    echo "mounted $mnt: $stats"
+    case $stats in
+    *"\"datapath\":\"$1\""*) ;;
+    *) echo "the mount does not have datapath $1"; exit 1 ;;
+    esac
+    # The package is built with FUSE over io_uring: where the kernel has it
+    # switched on (Linux >= 6.14, fuse.enable_uring), the daemon takes it.
+    if [ "$(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null)" = Y ]; then
+        case $stats in
+        *'"transport":"io_uring"'*) ;;
+        *) echo "fuse.enable_uring is on but the daemon did not take io_uring"; exit 1 ;;
+        esac
+    else
+        echo "fuse.enable_uring is off or missing here: transport not checked"
+    fi
 }
 
 wait_regions() {
