@@ -17,6 +17,9 @@ daemon_pid() {
 
 cleanup() {
     status=$?
+    # A test's own undo steps first (a command line): e.g. end the processes
+    # it started, so that nothing holds the mount.
+    [ -z "${extra_cleanup:-}" ] || eval "$extra_cleanup" || true
     if grep -q " $mnt " /proc/self/mountinfo; then
         umount "$mnt" 2>/dev/null || umount -l "$mnt"
     fi
@@ -26,8 +29,6 @@ cleanup() {
         echo "--- capshmfs log:"; cat "$work/daemon.log"
     fi
     rmdir "$mnt" 2>/dev/null || true
-    # A test's own undo steps, as a command line.
-    [ -z "${extra_cleanup:-}" ] || eval "$extra_cleanup" || true
     rm -rf "$work"
     exit $status
 }
