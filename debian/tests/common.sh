@@ -40,13 +40,20 @@ mount_capshm() {
     # that the mount has it.  capshmfs returns once the mount answers (it
     # daemonizes).  Its start-up messages go to the log, so that stderr
     # stays clean.
-    /usr/bin/capshmfs capshm "$mnt" -o "datapath=$1,linger=1${2:+,$2}" >"$work/daemon.log" 2>&1
+    # DATAPATH "default": the options of capshm.service, no datapath option;
+    # the mount must then have passthrough.
+    if [ "$1" = default ]; then
+        opts="allow_other,linger=1" want=passthrough
+    else
+        opts="datapath=$1,linger=1" want=$1
+    fi
+    /usr/bin/capshmfs capshm "$mnt" -o "$opts${2:+,$2}" >"$work/daemon.log" 2>&1
     grep -q " $mnt .* - fuse.capshmfs capshm " /proc/self/mountinfo
     stats=$(cat "$mnt/.stats")
-    echo "mounted $mnt: $stats"
+    echo "mounted $mnt ($opts): $stats"
     case $stats in
-    *"\"datapath\":\"$1\""*) ;;
-    *) echo "the mount does not have datapath $1"; exit 1 ;;
+    *"\"datapath\":\"$want\""*) ;;
+    *) echo "the mount does not have datapath $want"; exit 1 ;;
     esac
     # The package is built with FUSE over io_uring: where the kernel has it
     # switched on (Linux >= 6.14, fuse.enable_uring), the daemon takes it.
