@@ -17,6 +17,9 @@ daemon_pid() {
 
 cleanup() {
     status=$?
+    # A test's own undo steps first (a command line): e.g. end the processes
+    # it started, so that nothing holds the mount.
+    [ -z "${extra_cleanup:-}" ] || eval "$extra_cleanup" || true
     if grep -q " $mnt " /proc/self/mountinfo; then
         umount "$mnt" 2>/dev/null || umount -l "$mnt"
     fi
@@ -33,11 +36,35 @@ trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
 
 mount_capshm() {
-    # capshmfs returns once the mount answers (it daemonizes).  Its start-up
-    # messages go to the log, so that stderr stays clean.
-    /usr/bin/capshmfs capshm "$mnt" -o "linger=1${1:+,$1}" >"$work/daemon.log" 2>&1
+    # mount_capshm DATAPATH [OPTIONS]: mount with datapath=DATAPATH and check
+    # that the mount has it.  capshmfs returns once the mount answers (it
+    # daemonizes).  Its start-up messages go to the log, so that stderr
+    # stays clean.
+    # DATAPATH "default": the options of capshm.service, no datapath option;
+    # the mount must then have passthrough.
+    if [ "$1" = default ]; then
+        opts="allow_other,linger=1" want=passthrough
+    else
+        opts="datapath=$1,linger=1" want=$1
+    fi
+    /usr/bin/capshmfs capshm "$mnt" -o "$opts${2:+,$2}" >"$work/daemon.log" 2>&1
     grep -q " $mnt .* - fuse.capshmfs capshm " /proc/self/mountinfo
-    echo "mounted $mnt: $(cat "$mnt/.stats")"
+    stats=$(cat "$mnt/.stats")
+    echo "mounted $mnt ($opts): $stats"
+    case $stats in
+    *"\"datapath\":\"$want\""*) ;;
+    *) echo "the mount does not have datapath $want"; exit 1 ;;
+    esac
+    # The package is built with FUSE over io_uring: where the kernel has it
+    # switched on (Linux >= 6.14, fuse.enable_uring), the daemon takes it.
+    if [ "$(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null)" = Y ]; then
+        case $stats in
+        *'"transport":"io_uring"'*) ;;
+        *) echo "fuse.enable_uring is on but the daemon did not take io_uring"; exit 1 ;;
+        esac
+    else
+        echo "fuse.enable_uring is off or missing here: transport not checked"
+    fi
 }
 
 wait_regions() {
