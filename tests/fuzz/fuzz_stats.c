@@ -964,6 +964,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CapshmOptions o;
     options_init(&o);
     o.names = cfg & 1 ? NAMES_MODE_ANY : NAMES_MODE_CAPABILITY;
+    /* The model is lifetime=holders (names=any defaults to lifetime=unlink,
+     * which the unit tests cover). */
+    o.lifetime = LIFETIME_HOLDERS;
     o.linger_s = (cfg >> 2) & 3;
     o.mint_ttl_s = 1 + ((cfg >> 4) & 3) * 20;
     o.size_bytes = (uint64_t)(1 + next(&f) % 16) << 18;   /* 256 KiB .. 4 MiB */
