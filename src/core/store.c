@@ -1,19 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* store — see store.h.
- *
- * Ownership model: `alive` holds one reference to every region that is not
- * destroyed, `dirs` one to every directory (the root included); the
- * directories' entries tables own the links (names), which borrow their
- * targets, and `by_ro_name` borrows from `alive`.  The linger and probe
- * queues use links embedded in the regions (no allocation, O(1) removal).
- * Regions the kernel still holds after their last handle closed wait in
- * `probe_fast` while they are asked at short, growing intervals, then in
- * `probe_slow` (FIFO: one fixed interval, so insertion order is due order).
- * Mints live in `mints` (owned) and are linked into `mint_queue` in expiry
- * order: mint_ttl is the same for all, so insertion order is expiry order;
- * the same holds for the linger queue.
+/* store — see store.h; what the store's files share (struct CapshmStore,
+ * its ownership model) is in store_private.h.
  */
-#include "store.h"
+#include "store_private.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,42 +27,6 @@ static const int64_t probe_delays_us[] = { 2000, 10000, 50000, 250000 };
 #define PROBES_PER_TICK 256
 #define FIRST_REGION_INO 16
 #define ROOT_INO 1 /* FUSE_ROOT_ID */
-
-typedef struct {
-    char name[NAMES_BUF];
-    uid_t uid;
-    int64_t deadline_us;
-    GList link;
-} Mint;
-
-struct CapshmStore {
-    CapshmOptions opts;
-    CapshmStorage *storage;   /* owned */
-    bool mappings_outlive_handles;
-    Quota *quota;
-    GHashTable *alive;        /* CapshmRegion* set (owns one ref each) */
-    GHashTable *dirs;         /* directories, root included (owns one ref each) */
-    CapshmRegion *root;       /* the root directory: its entries are the names */
-    bool until_unlinked;      /* lifetime=unlink */
-    GHashTable *by_ro_name;   /* ro name -> region (borrowed) */
-    GHashTable *mints;        /* name -> Mint* (owned) */
-    GQueue mint_queue;
-    GQueue linger_queue;
-    GQueue probe_fast;
-    GQueue probe_slow;
-    uint64_t next_ino;
-    StoreCounters counters;
-    pthread_mutex_t lock;     /* the core lock */
-    StoreDestroyHook destroy_hook;
-    void *destroy_data;
-    StoreUnheldHook unheld_hook;
-    void *unheld_data;
-    StoreHoldProbe probe;
-    void *probe_data;
-    bool probe_error_logged;
-    int64_t (*now_us)(void *);
-    void *clock_data;
-};
 
 static int64_t
 default_now(void *data)

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/* store_private — what the store's own files share, and nothing else reads:
+ * struct CapshmStore, the Mint record, and the helpers one store file owns
+ * and the others call.  Included only by src/core/store*.c (and, if they
+ * need to look inside, the unit tests); it is not installed, and the FUSE
+ * layer and the daemon use store.h alone.
+ *
+ * Ownership model: `alive` holds one reference to every region that is not
+ * destroyed, `dirs` one to every directory (the root included); the
+ * directories' entries tables own the links (names), which borrow their
+ * targets, and `by_ro_name` borrows from `alive`.  The linger and probe
+ * queues use links embedded in the regions (no allocation, O(1) removal).
+ * Regions the kernel still holds after their last handle closed wait in
+ * `probe_fast` while they are asked at short, growing intervals, then in
+ * `probe_slow` (FIFO: one fixed interval, so insertion order is due order).
+ * Mints live in `mints` (owned) and are linked into `mint_queue` in expiry
+ * order: mint_ttl is the same for all, so insertion order is expiry order;
+ * the same holds for the linger queue.
+ */
+#pragma once
+
+#include <pthread.h>
+
+#include "store.h"
+
+typedef struct {
+    char name[NAMES_BUF];
+    uid_t uid;
+    int64_t deadline_us;
+    GList link;
+} Mint;
+
+struct CapshmStore {
+    CapshmOptions opts;
+    CapshmStorage *storage;   /* owned */
+    bool mappings_outlive_handles;
+    Quota *quota;
+    GHashTable *alive;        /* CapshmRegion* set (owns one ref each) */
+    GHashTable *dirs;         /* directories, root included (owns one ref each) */
+    CapshmRegion *root;       /* the root directory: its entries are the names */
+    bool until_unlinked;      /* lifetime=unlink */
+    GHashTable *by_ro_name;   /* ro name -> region (borrowed) */
+    GHashTable *mints;        /* name -> Mint* (owned) */
+    GQueue mint_queue;
+    GQueue linger_queue;
+    GQueue probe_fast;
+    GQueue probe_slow;
+    uint64_t next_ino;
+    StoreCounters counters;
+    pthread_mutex_t lock;     /* the core lock */
+    StoreDestroyHook destroy_hook;
+    void *destroy_data;
+    StoreUnheldHook unheld_hook;
+    void *unheld_data;
+    StoreHoldProbe probe;
+    void *probe_data;
+    bool probe_error_logged;
+    int64_t (*now_us)(void *);
+    void *clock_data;
+};
