@@ -49,8 +49,8 @@ link_free(gpointer p)
     g_free(l);
 }
 
-static CapshmRegion *
-dir_new(CapshmStore *s, uint64_t ino, uid_t uid, gid_t gid, mode_t mode)
+CapshmRegion *
+store_dir_new(CapshmStore *s, uint64_t ino, uid_t uid, gid_t gid, mode_t mode)
 {
     CapshmRegion *d = g_new0(CapshmRegion, 1);
     d->refcount = 1; /* owned by `dirs` */
@@ -91,11 +91,9 @@ store_new(const CapshmOptions *opts, bool mappings_outlive_handles, CapshmStorag
     pthread_mutex_init(&s->lock, NULL);
     s->next_ino = FIRST_REGION_INO;
     s->now_us = default_now;
-    s->root = dir_new(s, ROOT_INO, 0, 0, 01777);
+    s->root = store_dir_new(s, ROOT_INO, 0, 0, 01777);
     return s;
 }
-
-static void region_destroy(CapshmStore *s, CapshmRegion *r);
 
 void
 store_free(CapshmStore *s)
@@ -104,7 +102,7 @@ store_free(CapshmStore *s)
         return;
     GList *all = g_hash_table_get_keys(s->alive);
     for (GList *l = all; l; l = l->next)
-        region_destroy(s, l->data);
+        store_region_destroy(s, l->data);
     g_list_free(all);
     /* Only directories are left in the directories now. */
     all = g_hash_table_get_keys(s->dirs);
@@ -162,7 +160,7 @@ StoreCounters store_counters(const CapshmStore *s) { return s->counters; }
 CapshmStorage *store_storage(CapshmStore *s) { return s->storage; }
 unsigned store_region_count(const CapshmStore *s) { return g_hash_table_size(s->alive); }
 
-static int64_t now(CapshmStore *s) { return s->now_us(s->clock_data); }
+int64_t store_now(CapshmStore *s) { return s->now_us(s->clock_data); }
 
 unsigned
 store_count_in_state(const CapshmStore *s, RegionState st)
@@ -204,8 +202,8 @@ mint_unique(CapshmStore *s, char out[NAMES_BUF])
     return -EAGAIN;
 }
 
-static void
-mint_remove(CapshmStore *s, Mint *m)
+void
+store_mint_remove(CapshmStore *s, Mint *m)
 {
     g_queue_unlink(&s->mint_queue, &m->link);
     quota_release_mint(s->quota, m->uid);
@@ -226,7 +224,7 @@ store_mint(CapshmStore *s, uid_t uid, char out[NAMES_BUF])
         return r;
     }
     m->uid = uid;
-    m->deadline_us = now(s) + (int64_t)s->opts.mint_ttl_s * G_USEC_PER_SEC;
+    m->deadline_us = store_now(s) + (int64_t)s->opts.mint_ttl_s * G_USEC_PER_SEC;
     m->link.data = m;
     g_queue_push_tail_link(&s->mint_queue, &m->link);
     g_hash_table_insert(s->mints, m->name, m);
@@ -248,8 +246,6 @@ store_lookup(CapshmStore *s, const char *name, bool *is_ro)
         *is_ro = ro;
     return r;
 }
-
-static void reevaluate(CapshmStore *s, CapshmRegion *r);
 
 /* May a new entry called @name be made in @dir?  Capability names only in
  * the root; with names=any, names starting with '.' are the control files'
@@ -381,7 +377,7 @@ store_create_at(CapshmStore *s, const CapshmCaller *caller, CapshmRegion *dir,
     Mint *m = NULL;
     if (s->opts.names == NAMES_MODE_CAPABILITY) {
         m = g_hash_table_lookup(s->mints, name);
-        if (!m || m->uid != caller->uid || m->deadline_us <= now(s))
+        if (!m || m->uid != caller->uid || m->deadline_us <= store_now(s))
             return -EACCES;
     }
     int r = quota_charge_region(s->quota, caller->uid);
@@ -396,7 +392,7 @@ store_create_at(CapshmStore *s, const CapshmCaller *caller, CapshmRegion *dir,
     }
     s->next_ino++;
     if (m)
-        mint_remove(s, m);
+        store_mint_remove(s, m);
 
     CapshmRegion *reg = g_new0(CapshmRegion, 1);
     reg->refcount = 1; /* owned by `alive` */
@@ -418,12 +414,12 @@ store_create_at(CapshmStore *s, const CapshmCaller *caller, CapshmRegion *dir,
     *out = reg;
     /* Unheld until opened (the FUSE layer opens it in the same request):
      * start its linger now so a region that is never opened still goes. */
-    reevaluate(s, reg);
+    store_reevaluate(s, reg);
     return 0;
 }
 
-static void
-drop_names(CapshmStore *s, CapshmRegion *r)
+void
+store_drop_names(CapshmStore *s, CapshmRegion *r)
 {
     while (r->links)
         link_remove(s, r->links->data);
@@ -439,8 +435,8 @@ store_unlink(CapshmStore *s, CapshmRegion *r)
 {
     if (!region_is_alive(r) || r->unlinked)
         return -ENOENT;
-    drop_names(s, r);
-    reevaluate(s, r);
+    store_drop_names(s, r);
+    store_reevaluate(s, r);
     return 0;
 }
 
@@ -515,7 +511,7 @@ store_mkdir(CapshmStore *s, const CapshmCaller *caller, CapshmRegion *dir, const
     int rc = quota_charge_region(s->quota, caller->uid);
     if (rc < 0)
         return rc;
-    CapshmRegion *d = dir_new(s, s->next_ino++, caller->uid, caller->gid, mode);
+    CapshmRegion *d = store_dir_new(s, s->next_ino++, caller->uid, caller->gid, mode);
     link_add(dir, name, d);
     *out = d;
     return 0;
@@ -536,7 +532,7 @@ store_unlink_at(CapshmStore *s, CapshmRegion *dir, const char *name)
         return -EISDIR;
     link_remove(s, l);
     clock_gettime(CLOCK_REALTIME, &r->ctime);
-    reevaluate(s, r);
+    store_reevaluate(s, r);
     return 0;
 }
 
@@ -662,7 +658,7 @@ store_rename(CapshmStore *s, CapshmRegion *odir, const char *oname, CapshmRegion
             dir_destroy(s, victim);
         } else {
             victim->ctime = now_ts;
-            reevaluate(s, victim);
+            store_reevaluate(s, victim);
         }
     }
     /* Move the link itself: the target never has one name fewer. */
@@ -778,8 +774,8 @@ store_data_fd(CapshmStore *s, CapshmRegion *r)
 
 /* Close the data fd of a region nobody has open, when the storage keeps
  * the bytes without it: idle regions cost no file descriptor. */
-static void
-close_idle_fd(CapshmStore *s, CapshmRegion *r)
+void
+store_close_idle_fd(CapshmStore *s, CapshmRegion *r)
 {
     if (r->fd >= 0 && r->open_count == 0 && !storage_needs_open_fd(s->storage)) {
         close(r->fd);
@@ -821,8 +817,8 @@ store_region_blocks(CapshmStore *s, CapshmRegion *r, blkcnt_t *blocks)
 
 /* What quota holds for @r: its size, or more while writes in flight have
  * reserved growth past it (they copy without the core lock). */
-static uint64_t
-charged_bytes(const CapshmRegion *r)
+uint64_t
+store_charged_bytes(const CapshmRegion *r)
 {
     return MAX(r->size, r->writes_in_flight ? r->write_reserved_end : 0);
 }
@@ -852,18 +848,18 @@ store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size)
         return -EFBIG;
     if (size == r->size)
         return 0;
-    uint64_t old_size = r->size, before = charged_bytes(r);
+    uint64_t old_size = r->size, before = store_charged_bytes(r);
     r->size = size;
-    int rc = recharge(s, r, before, charged_bytes(r));
+    int rc = recharge(s, r, before, store_charged_bytes(r));
     if (rc < 0) {
         r->size = old_size;
         return rc;
     }
     int fd = store_data_fd(s, r);
     rc = fd < 0 ? fd : ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
-    close_idle_fd(s, r);
+    store_close_idle_fd(s, r);
     if (rc < 0) {
-        uint64_t now_charged = charged_bytes(r);
+        uint64_t now_charged = store_charged_bytes(r);
         r->size = old_size;
         int back = recharge(s, r, now_charged, before);
         g_warn_if_fail(back == 0); /* under the lock: the room we gave back is still free */
@@ -885,7 +881,7 @@ store_write_begin(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t len,
     if (off > STORE_MAX_SIZE || len > STORE_MAX_SIZE - off)
         return -EFBIG;
     uint64_t end = off + len;
-    uint64_t before = charged_bytes(r);
+    uint64_t before = store_charged_bytes(r);
     uint64_t after = MAX(before, end);
     int rc = recharge(s, r, before, after);
     if (rc < 0)
@@ -893,7 +889,7 @@ store_write_begin(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t len,
     /* Growth another write in flight reserved is charged already. */
     r->write_reserved_end = MAX(r->writes_in_flight ? r->write_reserved_end : 0, end);
     r->writes_in_flight++;
-    g_warn_if_fail(charged_bytes(r) == after);
+    g_warn_if_fail(store_charged_bytes(r) == after);
     *reserved_end = after;
     return 0;
 }
@@ -903,7 +899,7 @@ store_write_done(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t written
                  uint64_t reserved_end)
 {
     (void)reserved_end;
-    uint64_t before = charged_bytes(r);
+    uint64_t before = store_charged_bytes(r);
     /* Only bytes that landed move EOF: a failed write past EOF must not. */
     if (written)
         r->size = MAX(r->size, off + written);
@@ -912,7 +908,7 @@ store_write_done(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t written
     if (r->writes_in_flight == 0)
         r->write_reserved_end = 0;
     /* Never more than before: what landed was reserved. */
-    int rc = recharge(s, r, before, charged_bytes(r));
+    int rc = recharge(s, r, before, store_charged_bytes(r));
     g_warn_if_fail(rc == 0);
 }
 
@@ -927,7 +923,7 @@ store_fallocate(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t len)
         return rc;
     int fd = store_data_fd(s, r);
     rc = fd < 0 ? fd : fallocate(fd, 0, (off_t)off, (off_t)len) < 0 ? -errno : 0;
-    close_idle_fd(s, r);
+    store_close_idle_fd(s, r);
     store_write_done(s, r, off, rc < 0 ? 0 : len, reserved_end);
     return rc;
 }
@@ -943,7 +939,7 @@ store_chown(CapshmStore *s, CapshmRegion *r, uid_t uid, gid_t gid)
             return rc;
         /* Move the bytes: release first so the global size check does not
          * count them twice. */
-        uint64_t charged = charged_bytes(r);
+        uint64_t charged = store_charged_bytes(r);
         quota_release_bytes(s->quota, r->uid, charged);
         rc = quota_charge_bytes(s->quota, uid, charged);
         if (rc < 0) {
@@ -1041,16 +1037,16 @@ probe_later(CapshmStore *s, CapshmRegion *r)
     probe_dequeue(s, r);
     r->probe_step++;
     if (r->probe_step <= N_FAST_PROBES) {
-        r->probe_due_us = now(s) + probe_delays_us[r->probe_step - 1];
+        r->probe_due_us = store_now(s) + probe_delays_us[r->probe_step - 1];
         queue_add(&s->probe_fast, &r->probe_link, r);
     } else {
-        r->probe_due_us = now(s) + SLOW_PROBE_US;
+        r->probe_due_us = store_now(s) + SLOW_PROBE_US;
         queue_add(&s->probe_slow, &r->probe_link, r);
     }
 }
 
-static void
-reevaluate(CapshmStore *s, CapshmRegion *r)
+void
+store_reevaluate(CapshmStore *s, CapshmRegion *r)
 {
     if (!region_is_alive(r))
         return;
@@ -1060,7 +1056,7 @@ reevaluate(CapshmStore *s, CapshmRegion *r)
         return;
     }
     if (r->unlinked) {
-        region_destroy(s, r);
+        store_region_destroy(s, r);
     } else if (r->pinned) {
         r->state = REGION_PINNED;
         queue_remove(&s->linger_queue, &r->linger_link);
@@ -1070,7 +1066,7 @@ reevaluate(CapshmStore *s, CapshmRegion *r)
         queue_remove(&s->linger_queue, &r->linger_link);
     } else if (r->state != REGION_LINGERING) {
         r->state = REGION_LINGERING;
-        r->linger_deadline_us = now(s) + (int64_t)s->opts.linger_s * G_USEC_PER_SEC;
+        r->linger_deadline_us = store_now(s) + (int64_t)s->opts.linger_s * G_USEC_PER_SEC;
         queue_add(&s->linger_queue, &r->linger_link, r);
     }
 }
@@ -1094,7 +1090,7 @@ kernel_let_go(CapshmStore *s, CapshmRegion *r)
 static int
 ask_kernel(CapshmStore *s, CapshmRegion *r)
 {
-    close_idle_fd(s, r); /* our own writable fd would count */
+    store_close_idle_fd(s, r); /* our own writable fd would count */
     int own = r->anchor_fd >= 0 ? r->anchor_fd : storage_needs_open_fd(s->storage) ? r->fd : -1;
     int rc = s->probe ? s->probe(r, own, s->probe_data)
                       : storage_probe_unheld(s->storage, r->ino, own);
@@ -1117,7 +1113,7 @@ settle_unopened(CapshmStore *s, CapshmRegion *r)
     } else {
         kernel_let_go(s, r);
     }
-    reevaluate(s, r);
+    store_reevaluate(s, r);
 }
 
 void
@@ -1132,7 +1128,7 @@ store_opened(CapshmStore *s, CapshmRegion *r, bool writable)
     probe_dequeue(s, r);
     r->kernel_held = false;
     r->probe_step = 0;
-    reevaluate(s, r);
+    store_reevaluate(s, r);
 }
 
 void
@@ -1144,7 +1140,7 @@ store_released(CapshmStore *s, CapshmRegion *r, bool writable)
         r->writable_opens--;
     if (!region_is_alive(r))
         return;
-    close_idle_fd(s, r);
+    store_close_idle_fd(s, r);
     if (r->open_count == 0)
         settle_unopened(s, r);
 }
@@ -1156,18 +1152,18 @@ store_set_pinned(CapshmStore *s, CapshmRegion *r, bool pinned)
         return;
     r->pinned = pinned;
     if (!pinned && r->state == REGION_PINNED)
-        r->state = REGION_LIVE; /* so reevaluate starts a fresh linger */
-    reevaluate(s, r);
+        r->state = REGION_LIVE; /* so store_reevaluate starts a fresh linger */
+    store_reevaluate(s, r);
 }
 
-static void
-region_destroy(CapshmStore *s, CapshmRegion *r)
+void
+store_region_destroy(CapshmStore *s, CapshmRegion *r)
 {
     if (!region_is_alive(r))
         return;
     if (s->destroy_hook)
         s->destroy_hook(r, s->destroy_data);
-    drop_names(s, r);
+    store_drop_names(s, r);
     queue_remove(&s->linger_queue, &r->linger_link);
     probe_dequeue(s, r);
     if (r->fd >= 0)
@@ -1177,7 +1173,7 @@ region_destroy(CapshmStore *s, CapshmRegion *r)
         close(r->anchor_fd);
     r->anchor_fd = -1;
     storage_remove(s->storage, r->ino);
-    quota_release_bytes(s->quota, r->uid, charged_bytes(r));
+    quota_release_bytes(s->quota, r->uid, store_charged_bytes(r));
     quota_release_region(s->quota, r->uid);
     r->state = REGION_DESTROYED;
     s->counters.destroyed++;
@@ -1192,7 +1188,7 @@ expire_lingering(CapshmStore *s, int64_t t)
         CapshmRegion *r = s->linger_queue.head->data;
         if (r->linger_deadline_us > t)
             break;
-        region_destroy(s, r);
+        store_region_destroy(s, r);
     }
 }
 
@@ -1224,13 +1220,13 @@ run_probes(CapshmStore *s, int64_t t, unsigned budget)
 int64_t
 store_tick(CapshmStore *s)
 {
-    int64_t t = now(s);
+    int64_t t = store_now(s);
     while (s->mint_queue.head) {
         Mint *m = s->mint_queue.head->data;
         if (m->deadline_us > t)
             break;
         s->counters.expired_mints++;
-        mint_remove(s, m);
+        store_mint_remove(s, m);
     }
     run_probes(s, t, PROBES_PER_TICK);
     expire_lingering(s, t);
@@ -1240,7 +1236,7 @@ store_tick(CapshmStore *s)
 int64_t
 store_next_due(CapshmStore *s)
 {
-    int64_t t = now(s);
+    int64_t t = store_now(s);
 
     int64_t next = -1;
 #define CONSIDER(when) do { int64_t w_ = (when); if (next < 0 || w_ < next) next = w_; } while (0)

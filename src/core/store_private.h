@@ -58,3 +58,33 @@ struct CapshmStore {
     int64_t (*now_us)(void *);
     void *clock_data;
 };
+
+/* --- helpers shared between the store's files --------------------------------
+ * Under the core lock, like everything in the store. */
+
+/* The store's clock (store_set_clock), in microseconds. */
+int64_t store_now(CapshmStore *s);
+
+/* A new directory, owned by `dirs` (its one reference); not linked anywhere. */
+CapshmRegion *store_dir_new(CapshmStore *s, uint64_t ino, uid_t uid, gid_t gid, mode_t mode);
+
+/* Forget mint @m (freed) and give its mint back to the quota. */
+void store_mint_remove(CapshmStore *s, Mint *m);
+
+/* Remove every name of @r and its read-only name: @r is unlinked. */
+void store_drop_names(CapshmStore *s, CapshmRegion *r);
+
+/* Close @r's data fd if nobody has @r open and the storage keeps the bytes
+ * without it. */
+void store_close_idle_fd(CapshmStore *s, CapshmRegion *r);
+
+/* What quota holds for @r: its size, or more while writes are in flight. */
+uint64_t store_charged_bytes(const CapshmRegion *r);
+
+/* Settle @r's state after anything that may change whether it is held:
+ * live, pinned, lingering (its deadline starts), or destroyed at once. */
+void store_reevaluate(CapshmStore *s, CapshmRegion *r);
+
+/* Destroy @r now: the destroy hook runs, its names, fds, bytes and quota go,
+ * and `alive` drops its reference.  Nothing if already destroyed. */
+void store_region_destroy(CapshmStore *s, CapshmRegion *r);
