@@ -5,6 +5,12 @@
  * need to look inside, the unit tests); it is not installed, and the FUSE
  * layer and the daemon use store.h alone.
  *
+ * The store is split by concern; each file's header says what it owns:
+ *   store.c           creation, freeing, the core lock, hooks, counters,
+ *                     names, data, the .stats JSON
+ *   store_lifetime.c  opened/released, the kernel's hold question, linger,
+ *                     pins, store_tick/store_next_due, destroying a region
+ *
  * Ownership model: `alive` holds one reference to every region that is not
  * destroyed, `dirs` one to every directory (the root included); the
  * directories' entries tables own the links (names), which borrow their
@@ -60,7 +66,10 @@ struct CapshmStore {
 };
 
 /* --- helpers shared between the store's files --------------------------------
- * Under the core lock, like everything in the store. */
+ * Each is defined in the file named above it.  Under the core lock, like
+ * everything in the store. */
+
+/* store.c */
 
 /* The store's clock (store_set_clock), in microseconds. */
 int64_t store_now(CapshmStore *s);
@@ -80,6 +89,8 @@ void store_close_idle_fd(CapshmStore *s, CapshmRegion *r);
 
 /* What quota holds for @r: its size, or more while writes are in flight. */
 uint64_t store_charged_bytes(const CapshmRegion *r);
+
+/* store_lifetime.c */
 
 /* Settle @r's state after anything that may change whether it is held:
  * live, pinned, lingering (its deadline starts), or destroyed at once. */
