@@ -7,7 +7,9 @@
  *
  * The store is split by concern; each file's header says what it owns:
  *   store.c           creation, freeing, the core lock, hooks, counters,
- *                     names, data, the .stats JSON
+ *                     names, the .stats JSON
+ *   store_data.c      data and backing fds, resize, writes and their quota
+ *                     reservations, fallocate, chown/chmod/times, seal
  *   store_lifetime.c  opened/released, the kernel's hold question, linger,
  *                     pins, store_tick/store_next_due, destroying a region
  *
@@ -82,6 +84,8 @@ void store_mint_remove(CapshmStore *s, Mint *m);
 
 /* Remove every name of @r and its read-only name: @r is unlinked. */
 void store_drop_names(CapshmStore *s, CapshmRegion *r);
+
+/* store_data.c */
 
 /* Close @r's data fd if nobody has @r open and the storage keeps the bytes
  * without it. */
