@@ -7,7 +7,9 @@
  *
  * The store is split by concern; each file's header says what it owns:
  *   store.c           creation, freeing, the core lock, hooks, counters,
- *                     names, the .stats JSON
+ *                     the .stats JSON
+ *   store_names.c     mints, lookup, create and unlink, directories, links
+ *                     and renames (names=any), listings, read-only names
  *   store_data.c      data and backing fds, resize, writes and their quota
  *                     reservations, fallocate, chown/chmod/times, seal
  *   store_lifetime.c  opened/released, the kernel's hold question, linger,
@@ -78,6 +80,8 @@ int64_t store_now(CapshmStore *s);
 
 /* A new directory, owned by `dirs` (its one reference); not linked anywhere. */
 CapshmRegion *store_dir_new(CapshmStore *s, uint64_t ino, uid_t uid, gid_t gid, mode_t mode);
+
+/* store_names.c */
 
 /* Forget mint @m (freed) and give its mint back to the quota. */
 void store_mint_remove(CapshmStore *s, Mint *m);
