@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for src/core/store.c: names, data accounting and the lifetime
- * state machine.
+/* Unit tests for the store (src/core/store*.c): names, data accounting and
+ * the lifetime state machine.
  *
  * Time comes from a fake clock the tests advance by hand.  The kernel's
  * answer to "is this region still open or mapped anywhere?" comes from a
