@@ -189,8 +189,10 @@ parse_one(CapshmOptions *o, const char *opt, GError **error)
             o->lifetime = LIFETIME_HOLDERS;
         else if (val && strcmp(val, "unlink") == 0)
             o->lifetime = LIFETIME_UNLINK;
+        else if (val && strcmp(val, "cgroup") == 0)
+            o->lifetime = LIFETIME_CGROUP;
         else
-            return fail(error, "option lifetime: '%s' is not holders or unlink", val ? val : "");
+            return fail(error, "option lifetime: '%s' is not holders, unlink or cgroup", val ? val : "");
         return 0;
     }
     if (strcmp(key, "allow_other") == 0) {
@@ -265,6 +267,7 @@ options_lifetime_name(CapshmLifetime l)
     switch (l) {
     case LIFETIME_HOLDERS: return "holders";
     case LIFETIME_UNLINK: return "unlink";
+    case LIFETIME_CGROUP: return "cgroup";
     default: return "default";
     }
 }

@@ -30,6 +30,8 @@ typedef enum {
     LIFETIME_DEFAULT = 0,     /* unset: options_finish() picks by names mode */
     LIFETIME_HOLDERS,         /* linger after the last holder, then destroyed */
     LIFETIME_UNLINK,          /* until unlinked (and unheld), as on tmpfs */
+    LIFETIME_CGROUP,          /* until unlinked, or until its creator's cgroup
+                               * is gone and nobody holds it */
 } CapshmLifetime;
 
 typedef struct {

@@ -230,3 +230,67 @@ procwatch_mount_dev(const char *mountpoint, dev_t *dev)
     fclose(f);
     return rc;
 }
+
+char *
+procwatch_cgroup2_mount(void)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return NULL;
+    char *line = NULL, *found = NULL;
+    size_t cap = 0;
+    while (!found && getline(&line, &cap, f) > 0) {
+        /* id parent maj:min root mountpoint opts ... - fstype source ... */
+        char mp[4096], fstype[64];
+        const char *dash = strstr(line, " - ");
+        if (dash && sscanf(dash, " - %63s", fstype) == 1 && strcmp(fstype, "cgroup2") == 0 &&
+            sscanf(line, "%*u %*u %*s %*s %4095s", mp) == 1)
+            found = g_strcompress(mp); /* \040 and the like */
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+uint64_t
+procwatch_cgroup_of(pid_t tid, const char *cgroup2, char **path)
+{
+    if (path)
+        *path = NULL;
+    if (!cgroup2 || tid <= 0)
+        return 0;
+    char file[64];
+    snprintf(file, sizeof file, "/proc/%d/cgroup", (int)tid);
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(file, &text, NULL, NULL))
+        return 0;
+    /* cgroup v2: the line "0::/PATH" */
+    for (char *l = text; l && *l;) {
+        char *nl = strchr(l, '\n');
+        if (nl)
+            *nl = '\0';
+        if (g_str_has_prefix(l, "0::/")) {
+            g_autofree char *dir = g_build_filename(cgroup2, l + 3, NULL);
+            struct stat st;
+            if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+                return 0;
+            if (path)
+                *path = g_strdup(l + 3);
+            return (uint64_t)st.st_ino;
+        }
+        l = nl ? nl + 1 : NULL;
+    }
+    return 0;
+}
+
+bool
+procwatch_cgroup_alive(const char *cgroup2, const char *path, uint64_t id)
+{
+    if (!cgroup2 || !path || !id)
+        return true; /* unknown: never reclaim on a guess */
+    g_autofree char *dir = g_build_filename(cgroup2, path, NULL);
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return errno != ENOENT && errno != ENOTDIR; /* other errors: assume alive */
+    return (uint64_t)st.st_ino == id;
+}

@@ -29,6 +29,7 @@ region_unref(CapshmRegion *r)
     if (r->anchor_fd >= 0)
         close(r->anchor_fd);
     g_free(r->name);
+    g_free(r->creator_cgroup_path);
     g_free(r->ro_name);
     g_list_free(r->links);
     if (r->entries)

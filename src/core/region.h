@@ -72,6 +72,9 @@ typedef struct CapshmRegion {
     unsigned nlink;          /* how many names it has; 0 once unlinked */
     GList *links;            /* its CapshmLink*s (borrowed from the directories) */
     bool is_dir;             /* a directory (names=any): no bytes, never held */
+    uint64_t creator_cgroup; /* lifetime=cgroup: the creator's cgroup v2 id, 0 if unknown */
+    char *creator_cgroup_path; /* and its path below the hierarchy; owned */
+    bool cgroup_wait;        /* in the store's cgroup queue, not its linger queue */
     GHashTable *entries;     /* directories: name -> CapshmLink* (owned) */
     unsigned nsubdirs;       /* directories: how many entries are directories */
 } CapshmRegion;

@@ -68,10 +68,12 @@ store_new(const CapshmOptions *opts, bool mappings_outlive_handles, CapshmStorag
     s->dirs = g_hash_table_new(g_direct_hash, g_direct_equal);
     s->until_unlinked = opts->lifetime == LIFETIME_UNLINK ||
                         (opts->lifetime == LIFETIME_DEFAULT && opts->names == NAMES_MODE_ANY);
+    s->cgroup_lifetime = opts->lifetime == LIFETIME_CGROUP;
     s->by_ro_name = g_hash_table_new(names_hash, name_equal);
     s->mints = g_hash_table_new_full(names_hash, name_equal, NULL, g_free);
     g_queue_init(&s->mint_queue);
     g_queue_init(&s->linger_queue);
+    g_queue_init(&s->cgroup_queue);
     g_queue_init(&s->probe_fast);
     g_queue_init(&s->probe_slow);
     pthread_mutex_init(&s->lock, NULL);
@@ -108,7 +110,15 @@ store_free(CapshmStore *s)
     quota_free(s->quota);
     storage_free(s->storage);
     pthread_mutex_destroy(&s->lock);
+    g_free(s->cgroup2);
     g_free(s);
+}
+
+void
+store_set_cgroup2(CapshmStore *s, const char *mount)
+{
+    g_free(s->cgroup2);
+    s->cgroup2 = g_strdup(mount);
 }
 
 void store_lock(CapshmStore *s) { pthread_mutex_lock(&s->lock); }
@@ -152,7 +162,7 @@ unsigned
 store_count_in_state(const CapshmStore *s, RegionState st)
 {
     if (st == REGION_LINGERING)
-        return s->linger_queue.length;
+        return s->linger_queue.length + s->cgroup_queue.length;
     unsigned n = 0;
     GHashTableIter it;
     gpointer key;

@@ -49,6 +49,12 @@ typedef struct {
     uid_t uid;
     gid_t gid;
     pid_t pid;    /* thread id from the request, 0 when not visible */
+    /* lifetime=cgroup: the creating process's cgroup v2 id and path below
+     * the hierarchy's root (borrowed), read by the FUSE layer outside the
+     * core lock; 0/NULL when unknown (the region is then kept until
+     * unlinked). */
+    uint64_t cgroup_id;
+    const char *cgroup_path;
 } CapshmCaller;
 
 /* Called once for each region the moment it is destroyed (before its bytes
@@ -75,6 +81,9 @@ CapshmStore *store_new(const CapshmOptions *opts, bool mappings_outlive_handles,
                        CapshmStorage *storage);
 /* Destroys every region (hooks run) and frees the store. */
 void store_free(CapshmStore *s);
+
+/* lifetime=cgroup: where the cgroup v2 hierarchy is mounted (copied). */
+void store_set_cgroup2(CapshmStore *s, const char *mount);
 
 /* The core lock (see "Locking" above).  Not recursive. */
 void store_lock(CapshmStore *s);

@@ -7,6 +7,7 @@
  * regions past their deadline, a bounded batch of kernel questions); and
  * destroying a region (store_region_destroy).
  */
+#include "procwatch.h"
 #include "store_private.h"
 
 #include <unistd.h>
@@ -18,6 +19,9 @@
 static const int64_t probe_delays_us[] = { 2000, 10000, 50000, 250000 };
 #define N_FAST_PROBES G_N_ELEMENTS(probe_delays_us)
 #define SLOW_PROBE_US (1000 * 1000)
+/* lifetime=cgroup: how often to look again whether the creator's cgroup of
+ * an unheld region has ended. */
+#define CGROUP_RECHECK_US (2 * 1000 * 1000)
 /* Most kernel questions per store_tick, so that the lock is held briefly
  * even when an attacker maps tens of thousands of regions. */
 #define PROBES_PER_TICK 256
@@ -64,6 +68,23 @@ probe_later(CapshmStore *s, CapshmRegion *r)
     }
 }
 
+/* Out of the linger queue, or the cgroup queue: whichever has it. */
+static void
+linger_dequeue(CapshmStore *s, CapshmRegion *r)
+{
+    queue_remove(r->cgroup_wait ? &s->cgroup_queue : &s->linger_queue, &r->linger_link);
+    r->cgroup_wait = false;
+}
+
+/* lifetime=cgroup: may @r, unheld and named, ever be reclaimed?  Not a
+ * directory, and not a region whose creator's cgroup is unknown: those stay
+ * until unlinked, as with lifetime=unlink. */
+static bool
+cgroup_reclaimable(const CapshmStore *s, const CapshmRegion *r)
+{
+    return s->cgroup_lifetime && !r->is_dir && r->creator_cgroup && s->cgroup2;
+}
+
 void
 store_reevaluate(CapshmStore *s, CapshmRegion *r)
 {
@@ -71,18 +92,18 @@ store_reevaluate(CapshmStore *s, CapshmRegion *r)
         return;
     if (region_is_held(r)) {
         r->state = REGION_LIVE;
-        queue_remove(&s->linger_queue, &r->linger_link);
+        linger_dequeue(s, r);
         return;
     }
     if (r->unlinked) {
         store_region_destroy(s, r);
     } else if (r->pinned) {
         r->state = REGION_PINNED;
-        queue_remove(&s->linger_queue, &r->linger_link);
-    } else if (s->until_unlinked) {
+        linger_dequeue(s, r);
+    } else if (s->until_unlinked || (s->cgroup_lifetime && !cgroup_reclaimable(s, r))) {
         /* lifetime=unlink: a name keeps it, as on tmpfs. */
         r->state = REGION_LIVE;
-        queue_remove(&s->linger_queue, &r->linger_link);
+        linger_dequeue(s, r);
     } else if (r->state != REGION_LINGERING) {
         r->state = REGION_LINGERING;
         r->linger_deadline_us = store_now(s) + (int64_t)s->opts.linger_s * G_USEC_PER_SEC;
@@ -183,7 +204,7 @@ store_region_destroy(CapshmStore *s, CapshmRegion *r)
     if (s->destroy_hook)
         s->destroy_hook(r, s->destroy_data);
     store_drop_names(s, r);
-    queue_remove(&s->linger_queue, &r->linger_link);
+    linger_dequeue(s, r);
     probe_dequeue(s, r);
     if (r->fd >= 0)
         close(r->fd);
@@ -200,14 +221,44 @@ store_region_destroy(CapshmStore *s, CapshmRegion *r)
     region_unref(r);
 }
 
+/* lifetime=cgroup: @r's linger is over; destroy it if its creator's cgroup
+ * has ended, else look again in CGROUP_RECHECK_US.  One stat() of
+ * cgroupfs, which never waits on a process. */
 static void
-expire_lingering(CapshmStore *s, int64_t t)
+cgroup_check(CapshmStore *s, CapshmRegion *r, int64_t t)
+{
+    if (!procwatch_cgroup_alive(s->cgroup2, r->creator_cgroup_path, r->creator_cgroup)) {
+        store_region_destroy(s, r);
+        return;
+    }
+    linger_dequeue(s, r);
+    r->linger_deadline_us = t + CGROUP_RECHECK_US;
+    r->cgroup_wait = true;
+    queue_add(&s->cgroup_queue, &r->linger_link, r);
+}
+
+static void
+expire_lingering(CapshmStore *s, int64_t t, unsigned budget)
 {
     while (s->linger_queue.head) {
         CapshmRegion *r = s->linger_queue.head->data;
         if (r->linger_deadline_us > t)
             break;
-        store_region_destroy(s, r);
+        if (cgroup_reclaimable(s, r)) {
+            if (budget == 0)
+                break;
+            budget--;
+            cgroup_check(s, r, t);
+        } else {
+            store_region_destroy(s, r);
+        }
+    }
+    while (s->cgroup_queue.head && budget > 0) {
+        CapshmRegion *r = s->cgroup_queue.head->data;
+        if (r->linger_deadline_us > t)
+            break;
+        budget--;
+        cgroup_check(s, r, t);
     }
 }
 
@@ -248,7 +299,7 @@ store_tick(CapshmStore *s)
         store_mint_remove(s, m);
     }
     run_probes(s, t, PROBES_PER_TICK);
-    expire_lingering(s, t);
+    expire_lingering(s, t, PROBES_PER_TICK);
     return store_next_due(s); /* 0 while probes past the batch are still due */
 }
 
@@ -263,6 +314,8 @@ store_next_due(CapshmStore *s)
         CONSIDER(((Mint *)s->mint_queue.head->data)->deadline_us);
     if (s->linger_queue.head)
         CONSIDER(((CapshmRegion *)s->linger_queue.head->data)->linger_deadline_us);
+    if (s->cgroup_queue.head)
+        CONSIDER(((CapshmRegion *)s->cgroup_queue.head->data)->linger_deadline_us);
     for (GList *l = s->probe_fast.head; l; l = l->next)
         CONSIDER(((CapshmRegion *)l->data)->probe_due_us);
     if (s->probe_slow.head)

@@ -239,6 +239,10 @@ store_create_at(CapshmStore *s, const CapshmCaller *caller, CapshmRegion *dir,
     clock_gettime(CLOCK_REALTIME, &reg->mtime);
     reg->atime = reg->ctime = reg->mtime;
     reg->created = reg->mtime.tv_sec;
+    if (s->cgroup_lifetime && caller->cgroup_id && caller->cgroup_path) {
+        reg->creator_cgroup = caller->cgroup_id;
+        reg->creator_cgroup_path = g_strdup(caller->cgroup_path);
+    }
     reg->state = REGION_LIVE;
     g_hash_table_add(s->alive, reg);
     link_add(dir, name, reg);

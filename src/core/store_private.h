@@ -49,6 +49,13 @@ struct CapshmStore {
     GHashTable *dirs;         /* directories, root included (owns one ref each) */
     CapshmRegion *root;       /* the root directory: its entries are the names */
     bool until_unlinked;      /* lifetime=unlink */
+    bool cgroup_lifetime;     /* lifetime=cgroup */
+    char *cgroup2;            /* where the cgroup v2 hierarchy is mounted; owned */
+    /* lifetime=cgroup: unheld regions past their linger whose creator's
+     * cgroup still lived at the last look; looked at again every
+     * CGROUP_RECHECK_US, FIFO (one interval, so insertion order is due
+     * order); through linger_link. */
+    GQueue cgroup_queue;
     GHashTable *by_ro_name;   /* ro name -> region (borrowed) */
     GHashTable *mints;        /* name -> Mint* (owned) */
     GQueue mint_queue;

@@ -212,6 +212,15 @@ run(Daemon *d, int ready_fd)
         g_warning("%s: device number not found in mountinfo; user.capshm.pids will be empty",
                   d->mountpoint);
     cfs_set_mount_dev(d->fs, d->dev);
+    if (d->opts.lifetime == LIFETIME_CGROUP) {
+        g_autofree char *cg2 = procwatch_cgroup2_mount();
+        if (!cg2) {
+            system_report(ready_fd, "lifetime=cgroup: no cgroup v2 hierarchy is mounted here");
+            goto out_session;
+        }
+        store_set_cgroup2(d->store, cg2);
+        cfs_set_cgroup2(d->fs, cg2);
+    }
     d->loop = g_main_loop_new(NULL, FALSE);
     if (!session_start(d->session, on_ready, on_connection_ended, d, &err)) {
         system_report(ready_fd, err->message);
@@ -253,7 +262,7 @@ static char **opt_rest;
 static const GOptionEntry entries[] = {
     { "options", 'o', 0, G_OPTION_ARG_STRING_ARRAY, &opt_strings,
       "mount options: datapath=auto|passthrough|cache, linger=SECONDS, mint_ttl=SECONDS, "
-      "size=BYTES, quota=BYTES, max_regions=N, names=capability|any, lifetime=holders|unlink, allow_other", "OPT[,OPT...]" },
+      "size=BYTES, quota=BYTES, max_regions=N, names=capability|any, lifetime=holders|unlink|cgroup, allow_other", "OPT[,OPT...]" },
     { "foreground", 'f', 0, G_OPTION_ARG_NONE, &opt_foreground, "stay in the foreground", NULL },
     { "debug", 'd', 0, G_OPTION_ARG_NONE, &opt_debug, "log every request (implies -f)", NULL },
     { "version", 'V', 0, G_OPTION_ARG_NONE, &opt_version, "print the version and exit", NULL },

@@ -83,6 +83,7 @@ cfs_free(CapshmFs *fs)
     g_hash_table_destroy(fs->files); /* handles still open at unmount */
     g_hash_table_destroy(fs->nodes);
     g_hash_table_destroy(fs->backing_ids);
+    g_free(fs->cgroup2);
     g_free(fs);
 }
 
@@ -97,6 +98,22 @@ cfs_datapath_name(const CapshmFs *fs)
 void cfs_lock(CapshmFs *fs) { store_lock(fs->store); }
 void cfs_unlock(CapshmFs *fs) { store_unlock(fs->store); }
 void cfs_set_mount_dev(CapshmFs *fs, dev_t dev) { fs->mount_dev = dev; }
+
+void
+cfs_set_cgroup2(CapshmFs *fs, const char *mount)
+{
+    g_free(fs->cgroup2);
+    fs->cgroup2 = g_strdup(mount);
+}
+
+uint64_t
+caller_cgroup(CapshmFs *fs, fuse_req_t req, char **path)
+{
+    *path = NULL;
+    if (!fs->cgroup2)
+        return 0;
+    return procwatch_cgroup_of(fuse_req_ctx(req)->pid, fs->cgroup2, path);
+}
 
 void
 cfs_set_after_request(CapshmFs *fs, void (*fn)(void *data), void *data)

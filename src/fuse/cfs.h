@@ -72,6 +72,10 @@ void cfs_unlock(CapshmFs *fs);
  * then holders are reported as 0/1 and pids as empty). */
 void cfs_set_mount_dev(CapshmFs *fs, dev_t dev);
 
+/* lifetime=cgroup: where the cgroup v2 hierarchy is mounted (copied); the
+ * cgroup of each creating request is then read from its sender. */
+void cfs_set_cgroup2(CapshmFs *fs, const char *mount);
+
 /* Called under the core lock at the end of every core section of a
  * callback: the daemon re-arms its timer for the store's next deadline. */
 void cfs_set_after_request(CapshmFs *fs, void (*fn)(void *data), void *data);

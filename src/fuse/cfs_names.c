@@ -303,6 +303,9 @@ cfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_
     if (parent == CFS_ROOT_INO && names_is_control(name))
         return reply_err(req, control_ino(name) ? EEXIST : EACCES);
     CapshmCaller c = caller_of(req);
+    g_autofree char *cg_path = NULL;
+    c.cgroup_id = caller_cgroup(fs, req, &cg_path);
+    c.cgroup_path = cg_path;
     CapshmRegion *r = NULL;
     bool created = false;
     int rc = -ENOENT;

@@ -243,9 +243,10 @@ may_open_existing(fuse_req_t req, const CapshmCaller *c, CapshmRegion *r, int fl
 /* CREATE's work under the core lock: 0 with @e and @f filled, or an errno. */
 static int
 create_locked(CapshmFs *fs, fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-              struct fuse_file_info *fi, struct fuse_entry_param *e, CfsFile **f)
+              struct fuse_file_info *fi, const CapshmCaller *caller, struct fuse_entry_param *e,
+              CfsFile **f)
 {
-    CapshmCaller c = caller_of(req);
+    CapshmCaller c = *caller;
     CapshmRegion *r = NULL;
     bool created = false;
     int rc = -ENOENT;
@@ -281,8 +282,12 @@ cfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
         return reply_err(req, control_ino(name) ? EEXIST : EACCES);
     struct fuse_entry_param e;
     CfsFile *f = NULL;
+    CapshmCaller c = caller_of(req);
+    g_autofree char *cg_path = NULL;
+    c.cgroup_id = caller_cgroup(fs, req, &cg_path);
+    c.cgroup_path = cg_path;
     core_enter(fs);
-    int err = create_locked(fs, req, parent, name, mode, fi, &e, &f);
+    int err = create_locked(fs, req, parent, name, mode, fi, &c, &e, &f);
     core_leave(fs);
     if (err)
         return reply_err(req, err);

@@ -109,6 +109,7 @@ struct CapshmFs {
      * this pool's one thread, never on a request thread. */
     dev_t mount_dev;
     GThreadPool *scan_pool;
+    char *cgroup2;    /* lifetime=cgroup: the cgroup v2 mount, else NULL; owned */
     gint scans_queued; /* atomic */
 };
 
@@ -168,6 +169,11 @@ void reply_errno(fuse_req_t req, const char *op, int err);
 /* Register @fd as a passthrough backing file: the id, or -errno. */
 int backing_open(CapshmFs *fs, int fd);
 CapshmCaller caller_of(fuse_req_t req);
+/* lifetime=cgroup: the cgroup v2 id of @req's sender, and its path (new
+ * string, or NULL), read from that very thread's /proc/TID/cgroup while it
+ * waits in its create call.  0 when not needed or unknown.  Not under the
+ * core lock: call it before core_enter(). */
+uint64_t caller_cgroup(CapshmFs *fs, fuse_req_t req, char **path);
 /* "io_uring" or "device". */
 const char *request_transport(fuse_req_t req);
 /* The root or a control file (never a region). */

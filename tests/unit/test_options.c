@@ -418,6 +418,9 @@ START_TEST(test_lifetime_defaults_by_names_mode)
     ck_assert_int_eq(o.lifetime, LIFETIME_HOLDERS);
     ck_assert_int_eq(options_parse(&o, "lifetime=unlink", &err), 0);
     ck_assert_int_eq(o.lifetime, LIFETIME_UNLINK);
+    ck_assert_int_eq(options_parse(&o, "lifetime=cgroup", &err), 0);
+    ck_assert_int_eq(o.lifetime, LIFETIME_CGROUP);
+    ck_assert_str_eq(options_lifetime_name(o.lifetime), "cgroup");
     ck_assert_int_eq(options_parse(&o, "lifetime=forever", &err), -EINVAL);
     ck_assert_ptr_nonnull(err);
     g_clear_error(&err);
