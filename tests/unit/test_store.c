@@ -50,6 +50,8 @@ typedef struct {
     int64_t now;
     FakeKernel fk;
     GPtrArray *destroyed;    /* regions seen by the destroy hook (borrowed) */
+    GPtrArray *kept;         /* references the test holds, so that it may look
+                              * at a region after the store destroyed it */
     bool hook_saw_bytes;
     GPtrArray *unheld;       /* regions seen by the unheld hook (borrowed) */
     GString *events;         /* "u<ino> " per unheld hook, "d<ino> " per destroy */
@@ -156,6 +158,7 @@ env_start(bool outlive, const char *extra_opts)
     env.fk.held = g_hash_table_new(g_direct_hash, g_direct_equal);
     env.fk.last_own_fd = -2;
     env.destroyed = g_ptr_array_new();
+    env.kept = g_ptr_array_new_with_free_func((GDestroyNotify)region_unref);
     env.unheld = g_ptr_array_new();
     env.events = g_string_new(NULL);
     env.anchor_at_unheld = -2;
@@ -234,6 +237,7 @@ teardown(void)
     env.s = NULL;
     g_hash_table_destroy(env.fk.held);
     g_ptr_array_free(env.destroyed, TRUE);
+    g_ptr_array_free(env.kept, TRUE);
     g_ptr_array_free(env.unheld, TRUE);
     g_string_free(env.events, TRUE);
     env_storage = STORAGE_MEMFD;
@@ -525,6 +529,14 @@ END_TEST
 
 /* --- names=any: directories, links, renames, lifetime=unlink ------------------ */
 
+/* @r, with a reference the test holds until teardown. */
+static CapshmRegion *
+keep(CapshmRegion *r)
+{
+    g_ptr_array_add(env.kept, region_ref(r));
+    return r;
+}
+
 static CapshmRegion *
 make_any(CapshmRegion *dir, const char *name)
 {
@@ -533,7 +545,7 @@ make_any(CapshmRegion *dir, const char *name)
     bool created = false;
     ck_assert_int_eq(store_create_at(env.s, &c, dir, name, 0600, true, &r, &created), 0);
     ck_assert(created);
-    return r;
+    return keep(r);
 }
 
 START_TEST(test_any_links)
@@ -593,6 +605,7 @@ START_TEST(test_any_lifetime_holders_destroys_every_name)
     CapshmCaller c = caller(1000);
     CapshmRegion *d = NULL;
     ck_assert_int_eq(store_mkdir(env.s, &c, NULL, "dir", 0755, &d), 0);
+    keep(d);
     CapshmRegion *r = make_any(d, "f");
     ck_assert_int_eq(store_link(env.s, r, NULL, "g"), 0);
     tick_when_due();
@@ -610,9 +623,11 @@ START_TEST(test_any_directories)
     CapshmCaller c = caller(1000);
     CapshmRegion *a = NULL, *b = NULL, *x = NULL;
     ck_assert_int_eq(store_mkdir(env.s, &c, NULL, "a", 0755, &a), 0);
+    keep(a);
     ck_assert(a->is_dir);
     ck_assert_int_eq(store_mkdir(env.s, &c, NULL, "a", 0755, &x), -EEXIST);
     ck_assert_int_eq(store_mkdir(env.s, &c, a, "b", 0700, &b), 0);
+    keep(b);
     ck_assert_uint_eq(a->nsubdirs, 1);
     ck_assert_uint_eq(store_dir_count(env.s), 2);
     /* A directory counts as one of its owner's regions (max_regions=4). */
@@ -656,7 +671,9 @@ START_TEST(test_any_rename)
     CapshmRegion *x = make_any(NULL, "x"), *y = make_any(NULL, "y");
     CapshmRegion *d = NULL, *e = NULL;
     ck_assert_int_eq(store_mkdir(env.s, &c, NULL, "d", 0755, &d), 0);
+    keep(d);
     ck_assert_int_eq(store_mkdir(env.s, &c, d, "e", 0755, &e), 0);
+    keep(e);
 
     ck_assert_int_eq(store_rename(env.s, NULL, "x", NULL, "y", STORE_RENAME_NOREPLACE), -EEXIST);
     ck_assert_int_eq(store_rename(env.s, NULL, "x", NULL, "y", STORE_RENAME_EXCHANGE), 0);
@@ -684,6 +701,7 @@ START_TEST(test_any_rename)
     /* Move a directory up; the empty one it replaces goes. */
     CapshmRegion *f = NULL;
     ck_assert_int_eq(store_mkdir(env.s, &c, NULL, "f", 0755, &f), 0);
+    keep(f);
     ck_assert_int_eq(store_rename(env.s, d, "e", NULL, "f", 0), 0);
     ck_assert(!region_is_alive(f));
     ck_assert_ptr_eq(store_lookup(env.s, "f", NULL), e);
