@@ -191,7 +191,8 @@ main(void)
 # --- license lines ------------------------------------------------------------
 
 SPDX = "SPDX-License-Identifier: MIT"
-SOURCE_EXT = (".c", ".h", ".py", ".js", ".mjs", ".cjs", ".sh", ".am", ".ac", ".cc", ".cpp")
+SOURCE_EXT = (".c", ".h", ".py", ".js", ".mjs", ".cjs", ".sh", ".am", ".ac", ".cc", ".cpp", ".go",
+              ".java", ".rb", ".pl")
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".libs", ".deps", "autom4te.cache",
              "build-aux", "m4", ".pytest_cache", "corpus"}
 

@@ -33,7 +33,54 @@ def c_share():
     return out
 
 
-def argv_for(lang, c_share):
+def toolchain(prog):
+    """The path of PROG; a missing toolchain fails the test (scripts/bootstrap
+    installs it), never skips it."""
+    path = shutil.which(prog)
+    assert path, "%s not found: run scripts/bootstrap (scripts/bootstrap-deps installs it)" % prog
+    return path
+
+
+@pytest.fixture(scope="module")
+def go_share():
+    """examples/go/share.go built by `go build`: standard library only, no
+    module, no network (GOPROXY=off)."""
+    go = toolchain("go")
+    out = os.path.join(STAGE, "share-go")
+    env = dict(os.environ, GOFLAGS="-mod=mod", GOPROXY="off", GOTOOLCHAIN="local",
+               GOCACHE=os.path.join(STAGE, "gocache"), GOPATH=os.path.join(STAGE, "gopath"))
+    r = subprocess.run([go, "build", "-o", out, "share.go"], cwd=os.path.join(EXAMPLES, "go"),
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return [out]
+
+
+@pytest.fixture(scope="module")
+def java_share():
+    """examples/java/Share.java compiled by javac; run as `java -cp DIR Share`."""
+    javac, java = toolchain("javac"), toolchain("java")
+    out = os.path.join(STAGE, "java")
+    os.makedirs(out, exist_ok=True)
+    r = subprocess.run([javac, "-Xlint:all", "-Werror", "-d", out,
+                        os.path.join(EXAMPLES, "java/Share.java")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return [java, "-cp", out, "Share"]
+
+
+@pytest.fixture
+def examples(request, c_share):
+    """argv_for(lang) for every example, building only the ones asked for."""
+    built = {"c": c_share}
+
+    def argv(lang):
+        if lang in ("go", "java") and lang not in built:
+            built[lang] = request.getfixturevalue(lang + "_share")
+        return argv_for(lang, built.get("c"), built.get(lang))
+    return argv
+
+
+def argv_for(lang, c_share, built=None):
     if lang == "c":
         return [c_share]
     if lang == "python":
@@ -42,6 +89,12 @@ def argv_for(lang, c_share):
         return ["/bin/sh", os.path.join(EXAMPLES, "shell/share.sh")]
     if lang == "node":
         return node_argv("share.js")
+    if lang in ("go", "java"):
+        return built
+    if lang == "ruby":
+        return [toolchain("ruby"), os.path.join(EXAMPLES, "ruby/share.rb")]
+    if lang == "perl":
+        return [toolchain("perl"), os.path.join(EXAMPLES, "perl/share.pl")]
     raise ValueError(lang)
 
 
@@ -100,7 +153,9 @@ def share(mnt, creator, attacher):
             f.close()
 
 
-WHO = {"c": "C", "python": "Python", "shell": "sh", "node": "Node"}
+WHO = {"c": "C", "python": "Python", "shell": "sh", "node": "Node", "go": "Go", "java": "Java",
+       "ruby": "Ruby", "perl": "Perl"}
+LANGS = ["c", "python", "shell", "node", "go", "java", "ruby", "perl"]
 
 
 def check_exchange(creator_lang, attacher_lang, creator_pid_free_out, attach_out):
@@ -109,9 +164,9 @@ def check_exchange(creator_lang, attacher_lang, creator_pid_free_out, attach_out
     assert "reply: thanks from %s, pid " % WHO[attacher_lang] in creator_pid_free_out, creator_pid_free_out
 
 
-@pytest.mark.parametrize("lang", ["c", "python", "shell", "node"])
-def test_example(mnt, c_share, lang):
-    argv = argv_for(lang, c_share)
+@pytest.mark.parametrize("lang", LANGS)
+def test_example(mnt, examples, lang):
+    argv = examples(lang)
     name, attach_out, creator_out = share(mnt, argv, argv)
     check_exchange(lang, lang, creator_out, attach_out)
     if lang == "shell":
@@ -121,17 +176,18 @@ def test_example(mnt, c_share, lang):
 
 @pytest.mark.parametrize("creator,attacher", [
     ("c", "python"), ("python", "node"), ("node", "shell"), ("shell", "c"),
+    ("python", "go"), ("go", "java"), ("java", "ruby"), ("ruby", "perl"), ("perl", "c"),
 ])
-def test_examples_talk_to_each_other(mnt, c_share, creator, attacher):
-    name, attach_out, creator_out = share(mnt, argv_for(creator, c_share), argv_for(attacher, c_share))
+def test_examples_talk_to_each_other(mnt, examples, creator, attacher):
+    name, attach_out, creator_out = share(mnt, examples(creator), examples(attacher))
     check_exchange(creator, attacher, creator_out, attach_out)
 
 
-@pytest.mark.parametrize("lang", ["c", "python", "shell", "node"])
-def test_example_usage(c_share, lang):
+@pytest.mark.parametrize("lang", LANGS)
+def test_example_usage(examples, lang):
     # (LD_LIBRARY_PATH: the C example links the build tree's libcapshm.)
     env = dict(os.environ, LD_LIBRARY_PATH=LIBDIR)
-    r = subprocess.run(argv_for(lang, c_share) + ["bogus"], capture_output=True, text=True,
+    r = subprocess.run(examples(lang) + ["bogus"], capture_output=True, text=True,
                        env=env, timeout=30)
     assert r.returncode == 2 and "usage" in r.stderr
 
