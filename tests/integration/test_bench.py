@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import CAPSHMFS, DAEMON_WRAPPER, ROOT, capshmfs_pids
+import procs
+from capshm_test import CAPSHMFS, DAEMON_WRAPPER, ROOT
 
 BENCH = os.path.join(ROOT, "scripts", "bench")
 BUILD = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(CAPSHMFS))))
@@ -46,21 +47,12 @@ def env():
 
 def bench_mounts():
     """Mountpoints that scripts/bench makes (/tmp/capshm-bench.XXXXXX/KEY)."""
-    with open("/proc/self/mountinfo") as f:
-        return {line.split()[4] for line in f if "/capshm-bench." in line.split()[4]}
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return {m.point for m in procs.mounts() if "/capshm-bench." in m.point}
 
 
 def daemons_under(prefix):
     """pids of capshmfs processes serving a mountpoint under @prefix."""
-    return capshmfs_pids(lambda argv: any(a.startswith(prefix.encode()) for a in argv))
+    return procs.daemons(lambda argv: any(a.startswith(prefix) for a in argv))
 
 
 def test_quick_json(tmp_path):
@@ -144,7 +136,7 @@ def test_stopped_half_way_cleans_up():
     assert proc.returncode != 0
     assert not (bench_mounts() & mine), "mounts left behind: %s" % (bench_mounts() & mine)
     deadline = time.time() + 10
-    while time.time() < deadline and any(alive(p) for p in daemons_under(workdir)):
+    while time.time() < deadline and any(procs.alive(p) for p in daemons_under(workdir)):
         time.sleep(0.1)
-    assert not [p for p in daemons_under(workdir) if alive(p)], "daemons left running"
+    assert not [p for p in daemons_under(workdir) if procs.alive(p)], "daemons left running"
     assert not os.path.exists(workdir)

@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from conftest import DATAPATHS, DEAD, USER_A, Mount, errno_of, mounted
+from capshm_test import DATAPATHS, DEAD, USER_A, Mount, errno_of, mounted
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 STALE_LINE = "cleared a stale mount left by a daemon that died"

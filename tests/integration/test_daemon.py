@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import CAPSHMFS, DATAPATHS, daemon_pids, helper_argv, mounted, pid_alive
+from capshm_test import CAPSHMFS, DATAPATHS, daemon_pids, helper_argv, mounted, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import CAPSHMFS
+from capshm_test import CAPSHMFS
 
 SHELL_PATH_FIRST = "/usr/local/sbin"
 
