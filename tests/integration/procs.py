@@ -9,7 +9,8 @@ side effects on import; standard library only.
 
 A "daemon" is a process running capshmfs: with wrapped=False, one whose
 argv[0] is capshmfs; with wrapped=True, also one that runs it under a
-wrapper such as valgrind (any argument's base name is capshmfs).
+wrapper such as valgrind (an argument's base name is capshmfs, and it is not
+an assignment such as CAPSHMFS=/path/capshmfs).
 """
 import fnmatch
 import os
@@ -109,6 +110,12 @@ def environ_has(pid, entry):
         return False
 
 
+def with_environ(entry):
+    """Every process but us whose environment holds exactly @entry."""
+    me = os.getpid()
+    return [pid for pid in pids() if pid != me and environ_has(pid, entry)]
+
+
 def has_ancestor(pid, pred, depth=30):
     """Some ancestor of @pid (not @pid itself, not init) has arguments that
     satisfy pred(argv)."""
@@ -132,7 +139,9 @@ def under_pytest(pid):
 
 def _runs(args, program, wrapped):
     if wrapped:
-        return any(os.path.basename(a) == program for a in args)
+        # An argument that sets something ("CAPSHMFS=/x/capshmfs",
+        # "--daemon=/x/capshmfs") names the program without running it.
+        return any(os.path.basename(a) == program and "=" not in a for a in args)
     return bool(args) and os.path.basename(args[0]) == program
 
 
