@@ -14,7 +14,7 @@
       Run one suite: CMD in a session of its own (so that everything it
       starts can be killed as a group), its output to LOG and, as it comes,
       to our stdout.  When it ends, what is left in its process group is
-      killed, and with --scratch the daemons and mounts it left under DIR
+      killed, and with --scratch what it left under DIR, as reap does
       (warnings say so).  Then its counts go to FILE as one line
       "PASSED FAILED SKIPPED<TAB>NOTE": from its last line "unit-tests: N
       passed, N failed[, N skipped]" (--unit), or from pytest's JUnit XML
@@ -24,8 +24,9 @@
       as above, and we exit 128+signal without writing FILE.
 
   supervise.py reap DIR
-      Kill the capshmfs daemons and shm-helpers left running under DIR and
-      unmount what they left there (warnings say so).
+      Kill the capshmfs daemons and shm-helpers left running under DIR, and
+      any process still running with TMPDIR=DIR, and unmount what they left
+      there (warnings say so).
 
 Messages start with "test: ", as scripts/test's own.  Processes and mounts
 are found by tests/integration/procs.py.
@@ -84,14 +85,13 @@ def umount_matching(pattern):
 
 
 def clean_stale():
-    me = os.getpid()
     stale = []
     # Everything a killed scripts/test left running (pytest, its helpers and
     # daemons) carries that run's TMPDIR=/tmp/capshm-test.PID.* in its environment.
     for d in glob.glob(RUN_GLOB):
         if not os.path.isdir(d) or _run_owner_alive(d):
             continue
-        stale += [p for p in procs.pids() if p != me and procs.environ_has(p, "TMPDIR=" + d)]
+        stale += procs.with_environ("TMPDIR=" + d)
     for pattern in MOUNT_GLOBS + ("",):
         stale += [p for p in procs.test_processes(pattern) if not procs.under_pytest(p)]
     stale = list(dict.fromkeys(stale))
@@ -116,9 +116,12 @@ def clean_stale():
 
 
 def reap(scratch):
-    """What a suite left running and mounted under @scratch."""
+    """What a suite left running and mounted under @scratch: its daemons and
+    helpers, and anything else that still has TMPDIR=@scratch (the suite
+    itself, should its supervisor have been killed)."""
     pattern = scratch.rstrip("/") + "/*"
-    pids = procs.test_processes(pattern)
+    pids = list(dict.fromkeys(procs.test_processes(pattern) +
+                              procs.with_environ("TMPDIR=" + scratch.rstrip("/"))))
     if pids:
         log("warning: killing %d capshmfs daemon(s) left running by the tests" % len(pids))
         kill_all(pids)
