@@ -70,10 +70,13 @@ def umount_matching(pattern):
     """Lazily unmount every FUSE mount whose path matches the glob @pattern
     and that no live capshmfs serves; remove its (empty) directory.
     Returns how many."""
+    # The mounts first: a mount made after the daemons are listed (by a test
+    # run that is going on) would look served by nobody.
+    mounts = [m for m in procs.fuse_mounts() if fnmatch.fnmatchcase(m, pattern)]
     served = {a for pid in procs.test_processes(pattern) for a in (procs.argv(pid) or [])}
     n = 0
-    for m in procs.fuse_mounts():
-        if not fnmatch.fnmatchcase(m, pattern) or m in served:
+    for m in mounts:
+        if m in served:
             continue
         procs.unmount(m)
         try:
