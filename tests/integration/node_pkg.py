@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from conftest import ROOT
+from capshm_test import ROOT
 
 NODE_SRC = os.path.join(ROOT, "bindings", "node")
 NODE = shutil.which("node") or "/usr/bin/node"

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from conftest import USER_A, USER_B
+from capshm_test import USER_A, USER_B
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -39,13 +39,13 @@ import time
 
 import pytest
 
-from conftest import (CAPSHM_CLI, DATAPATHS, HELPER, ROOT, daemon_pids, errno_name, gone,
+from capshm_test import (CAPSHM_CLI, DATAPATHS, HELPER, ROOT, daemon_pids, errno_name, gone,
                       helper_argv, py_as_user, user_argv)
 from test_examples import argv_for, c_share, example_env, first_line  # noqa: F401 (c_share: a fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
-from conftest import ATTACK_HELPER  # noqa: E402  (staged where other uids can run it)
+from capshm_test import ATTACK_HELPER  # noqa: E402  (staged where other uids can run it)
 PY = "/usr/bin/python3"
 
 VICTIM = 1001      # owns the regions under attack
@@ -66,7 +66,7 @@ def one_mnt(mount_factory):
 
 
 def py_child(children, uid, code, *args):
-    """A Python program running as uid, spoken to line by line (conftest.Child)."""
+    """A Python program running as uid, spoken to line by line (capshm_test.Child)."""
     return children([PY, "-c", code] + [str(a) for a in args], uid=uid)
 
 

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import CAPSHMFS, DAEMON_WRAPPER, DATAPATHS, USER_A, mounted, py_as_user
+from capshm_test import CAPSHMFS, DAEMON_WRAPPER, DATAPATHS, USER_A, mounted, py_as_user
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TABLE = os.path.join(HERE, "badinput.tsv")
@@ -417,7 +417,7 @@ def test_unknown_names_are_indistinguishable(mount_factory, datapath):
     r = py_as_user(0, PROBE, m.path, *names.values())
     assert r.returncode == 0, r.stderr
     probes["root"] = json.loads(r.stdout)
-    from conftest import USER_B
+    from capshm_test import USER_B
     r = py_as_user(USER_B, PROBE, m.path, *names.values())
     assert r.returncode == 0, r.stderr
     probes["B"] = json.loads(r.stdout)
@@ -467,7 +467,7 @@ def test_o_creat_racing_another_creator_never_bypasses_mode_bits(mount_factory, 
     loser normally sees the winner's region at LOOKUP and the kernel checks
     the mode; if a CREATE ever reaches the daemon for a region that exists,
     cfs_create checks the mode itself: may_open_existing.)"""
-    from conftest import USER_B, user_argv
+    from capshm_test import USER_B, user_argv
     m = mount_factory(datapath, "linger=600", "names=any")   # outlive the checks, even under valgrind
     n = 400
     uids = (USER_A, USER_B)

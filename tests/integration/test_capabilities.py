@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import DATAPATHS, USER_A, USER_B, errno_of, py_as_user
+from capshm_test import DATAPATHS, USER_A, USER_B, errno_of, py_as_user
 
 RO = "user.capshm.ro"
 

@@ -36,7 +36,7 @@ import subprocess
 import tempfile
 import time
 
-from conftest import USER_A, USER_B, user_argv
+from capshm_test import USER_A, USER_B, user_argv
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LINGER = 1

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import CAPSHM_CLI, ROOT, USER_A, USER_B, as_user
+from capshm_test import CAPSHM_CLI, ROOT, USER_A, USER_B, as_user
 
 NAME_RE = re.compile(r"^[a-z2-7]{26}$")
 STATES = {"live", "lingering", "pinned", "sealed"}

@@ -32,7 +32,7 @@ import time
 
 import pytest
 
-from conftest import CAPSHMFS, DEAD, USER_A, USER_B
+from capshm_test import CAPSHMFS, DEAD, USER_A, USER_B
 
 # --- the agent -------------------------------------------------------------------
 

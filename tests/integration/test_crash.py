@@ -20,7 +20,8 @@ import subprocess
 
 import pytest
 
-from conftest import DATAPATHS, DEAD, USER_A, Mount, errno_of, mounted
+import procs
+from capshm_test import DATAPATHS, DEAD, USER_A, Mount, errno_of, mounted
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 STALE_LINE = "cleared a stale mount left by a daemon that died"
@@ -140,8 +141,7 @@ def test_restart_clears_stale_mount(crashmnt, datapath):
     m2 = crashmnt.restart(m)
     assert m2.log().count(STALE_LINE) == 1, m2.log()
     # Exactly one mount of ours is left on the mountpoint: the new one.
-    with open("/proc/self/mountinfo") as f:
-        ours = [ln for ln in f if ln.split()[4] == m.path]
+    ours = [e.point for e in procs.mounts() if e.point == m.path]
     assert len(ours) == 1, ours
     assert m2.stats()["datapath"] == datapath
     name2, fd2 = m2.create(PAGE)

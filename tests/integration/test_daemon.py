@@ -12,18 +12,10 @@ import time
 
 import pytest
 
-from conftest import CAPSHMFS, DATAPATHS, daemon_pids, helper_argv, mounted, pid_alive
+from capshm_test import CAPSHMFS, DATAPATHS, daemon_pids, helper_argv, mounted, pid_alive
+from procs import fstype
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def fstype(path):
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == path:
-                return fields[fields.index("-") + 1]
-    return None
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -27,7 +27,7 @@ import subprocess
 
 import pytest
 
-from conftest import INCDIR, LIBDIR, ROOT, SAN_CFLAGS
+from capshm_test import INCDIR, LIBDIR, ROOT, SAN_CFLAGS
 
 MAN = [os.path.join(ROOT, "man", f) for f in sorted(os.listdir(os.path.join(ROOT, "man")))
        if re.search(r"\.[138]$", f)]

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import node_pkg
-from conftest import BUILD, CAPSHM_CLI, INCDIR, LIBDIR, ROOT, RUN_CFLAGS, SAN_CFLAGS, STAGE
+from capshm_test import BUILD, CAPSHM_CLI, INCDIR, LIBDIR, ROOT, RUN_CFLAGS, SAN_CFLAGS, STAGE
 
 EXAMPLES = os.path.join(ROOT, "examples")
 NODE = node_pkg.NODE

@@ -24,16 +24,10 @@ import time
 
 import pytest
 
-from conftest import CAPSHMFS
+import procs
+from capshm_test import CAPSHMFS
 
 SHELL_PATH_FIRST = "/usr/local/sbin"
-
-
-def mount_ns_of(pid):
-    try:
-        return os.readlink("/proc/%d/ns/mnt" % pid)
-    except OSError:
-        return None
 
 
 class MountNamespace:
@@ -52,9 +46,9 @@ class MountNamespace:
         if line.strip() != b"ready":
             raise RuntimeError("mount namespace setup failed: %r %r" %
                                (line, self.holder.stderr.read()))
-        self.ns = mount_ns_of(self.holder.pid)
+        self.ns = procs.mount_ns(self.holder.pid)
         self.cleanup_dirs = []
-        assert self.ns and self.ns != mount_ns_of(os.getpid())
+        assert self.ns and self.ns != procs.mount_ns(os.getpid())
 
     def run(self, argv, **kw):
         """Run argv inside the namespace (text output captured)."""
@@ -69,21 +63,11 @@ class MountNamespace:
 
     def mounts(self):
         """{mountpoint: (fstype, source, per-mount options)} inside the namespace."""
-        out = {}
-        with open("/proc/%d/mountinfo" % self.holder.pid) as f:
-            for line in f:
-                left, right = line.split(" - ", 1)
-                fields, rfields = left.split(), right.split()
-                out[fields[4]] = (rfields[0], rfields[1], fields[5])
-        return out
+        return {m.point: (m.fstype, m.source, m.options) for m in procs.mounts(self.holder.pid)}
 
     def processes(self):
         """Pids of the processes in the namespace, the holder excluded."""
-        pids = []
-        for d in os.listdir("/proc"):
-            if d.isdigit() and int(d) != self.holder.pid and mount_ns_of(int(d)) == self.ns:
-                pids.append(int(d))
-        return pids
+        return [p for p in procs.pids() if p != self.holder.pid and procs.mount_ns(p) == self.ns]
 
     def daemons(self):
         real = os.path.realpath(CAPSHMFS)

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from conftest import USER_A, USER_B, errno_name
+from capshm_test import USER_A, USER_B, errno_name
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 import node_pkg
-from conftest import ROOT, STAGE
+from capshm_test import ROOT, STAGE
 
 
 def staged_tests():

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import POSIX_HELPER, mounted
+from capshm_test import POSIX_HELPER, mounted
 
 POSIX_SHM = POSIX_HELPER
 

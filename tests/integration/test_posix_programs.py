@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import POSIX_HELPER, errno_name
+from capshm_test import POSIX_HELPER, errno_name
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 DEPS_HINT = "install it with scripts/bootstrap-deps (run as root)"

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, STAGE, USER_A, as_user, gone
+from capshm_test import ROOT, STAGE, USER_A, as_user, gone
 
 # A copy where other uids can import it (the checkout may be 0700).
 PYDIR = os.path.join(STAGE, "python")

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from conftest import (SIGBUS_STATUS, USER_A, daemon_bug, errno_name, helper_argv, py_as_user,
+from capshm_test import (SIGBUS_STATUS, USER_A, daemon_bug, errno_name, helper_argv, py_as_user,
                       run_helper)
 
 pytestmark = pytest.mark.timeout(60)

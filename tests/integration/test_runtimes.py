@@ -38,7 +38,7 @@ import uuid
 
 import pytest
 
-from conftest import STAGE, USER_A, USER_B, user_argv
+from capshm_test import STAGE, USER_A, USER_B, user_argv
 
 N = 200000                        # atomic additions per side
 USERNS_BASE = 100000              # host uid of the runc user-namespace container's root

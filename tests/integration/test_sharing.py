@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from conftest import SIGBUS_STATUS, helper_argv, run_helper
+from capshm_test import SIGBUS_STATUS, helper_argv, run_helper
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import DATAPATHS, errno_of
+from capshm_test import DATAPATHS, errno_of
 
 SEAL = "user.capshm.seal"
 STORAGES = ["tmpfs", "memfd"]

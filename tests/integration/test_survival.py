@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from conftest import USER_A, errno_name, helper_argv
+from capshm_test import USER_A, errno_name, helper_argv
 
 pytestmark = pytest.mark.timeout(60)
 

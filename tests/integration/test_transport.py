@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import (CAPSHMFS, DAEMON_WRAPPER, DATAPATHS, URING_BUILD, URING_PARAM,
+from capshm_test import (CAPSHMFS, DAEMON_WRAPPER, DATAPATHS, URING_BUILD, URING_PARAM,
                       expected_transport, mounted)
 
 NCPU = os.cpu_count() or 1

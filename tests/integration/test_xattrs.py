@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import errno_name, gone, helper_argv
+from capshm_test import errno_name, gone, helper_argv
 
 pytestmark = pytest.mark.timeout(60)
 
