@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import CAPSHMFS, gone
+from capshm_test import CAPSHMFS, gone
 
 pytestmark = pytest.mark.timeout(90)
 
