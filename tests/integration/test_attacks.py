@@ -1285,12 +1285,17 @@ def test_readme_shell_usage_puts_no_name_on_a_command_line(mount_factory, tmp_pa
     env = dict(os.environ, CAPSHM_DIR=m.path,
                PATH=os.path.dirname(os.path.abspath(CAPSHM_CLI)) + os.pathsep + os.environ["PATH"])
     traces = []
+    # A scratch directory to run in (the Node block installs the package:
+    # its package.json and node_modules must not land in the checkout).
+    work = tmp_path / "work"
+    work.mkdir()
+    os.symlink(os.path.join(ROOT, "bindings"), str(work / "bindings"))
     for i, block in enumerate(blocks):
         script = re.sub(r"^D=/run/capshm\b.*$", "D=%s" % m.path, block, flags=re.M)
         script = script.replace("/run/capshm", m.path)
         trace = str(tmp_path / ("block%d.trace" % i))
         r = subprocess.run(strace_argv(trace) + ["bash", "-c", "set -e\n" + script],
-                           capture_output=True, text=True, env=env, timeout=60)
+                           capture_output=True, text=True, env=env, timeout=60, cwd=str(work))
         assert r.returncode == 0, "README block %d failed: %s\n%s" % (i, r.stderr, block)
         traces += execve_argvs(trace)
     # Every region still there (linger=30), and any name-shaped path component
