@@ -261,6 +261,15 @@ int store_seal(CapshmStore *s, CapshmRegion *r);
 void store_opened(CapshmStore *s, CapshmRegion *r, bool writable);
 void store_released(CapshmStore *s, CapshmRegion *r, bool writable);
 
+/* Someone is about to see @r's lifetime state: if only the kernel's counts
+ * held it when last asked, ask again now.  The closer drops its last
+ * reference a moment after the kernel tells us of the close, so the question
+ * asked at release can come too early; its next request comes after. */
+void store_recheck_held(CapshmStore *s, CapshmRegion *r);
+/* The same for every region whose last close was moments ago (at most 256),
+ * before counts such as .stats are reported. */
+void store_recheck_just_released(CapshmStore *s);
+
 /* Pin or unpin.  Unpinning an unheld region starts its linger. */
 void store_set_pinned(CapshmStore *s, CapshmRegion *r, bool pinned);
 

@@ -156,6 +156,46 @@ settle_unopened(CapshmStore *s, CapshmRegion *r)
     store_reevaluate(s, r);
 }
 
+/* Only the kernel's counts hold @r: ask again, and let go if it is free. */
+static void
+recheck(CapshmStore *s, CapshmRegion *r)
+{
+    if (!ask_kernel(s, r)) {
+        kernel_let_go(s, r);
+        store_reevaluate(s, r);
+    }
+}
+
+void
+store_recheck_held(CapshmStore *s, CapshmRegion *r)
+{
+    if (region_is_alive(r) && r->kernel_held && r->open_count == 0)
+        recheck(s, r);
+}
+
+void
+store_recheck_just_released(CapshmStore *s)
+{
+    unsigned asked = 0;
+    for (GList *l = s->probe_fast.head; l && asked < PROBES_PER_TICK;) {
+        GList *next = l->next;
+        CapshmRegion *r = l->data;
+        if (r->probe_step == 1) { /* found held at its last release */
+            asked++;
+            recheck(s, r);
+        }
+        l = next;
+    }
+}
+
+void
+store_name_dropped(CapshmStore *s, CapshmRegion *r)
+{
+    if (r->unlinked)
+        store_recheck_held(s, r);
+    store_reevaluate(s, r);
+}
+
 void
 store_opened(CapshmStore *s, CapshmRegion *r, bool writable)
 {

@@ -273,7 +273,7 @@ store_unlink(CapshmStore *s, CapshmRegion *r)
     if (!region_is_alive(r) || r->unlinked)
         return -ENOENT;
     store_drop_names(s, r);
-    store_reevaluate(s, r);
+    store_name_dropped(s, r);
     return 0;
 }
 
@@ -369,7 +369,7 @@ store_unlink_at(CapshmStore *s, CapshmRegion *dir, const char *name)
         return -EISDIR;
     link_remove(s, l);
     clock_gettime(CLOCK_REALTIME, &r->ctime);
-    store_reevaluate(s, r);
+    store_name_dropped(s, r);
     return 0;
 }
 
@@ -495,7 +495,7 @@ store_rename(CapshmStore *s, CapshmRegion *odir, const char *oname, CapshmRegion
             dir_destroy(s, victim);
         } else {
             victim->ctime = now_ts;
-            store_reevaluate(s, victim);
+            store_name_dropped(s, victim);
         }
     }
     /* Move the link itself: the target never has one name fewer. */

@@ -111,6 +111,10 @@ uint64_t store_charged_bytes(const CapshmRegion *r);
  * live, pinned, lingering (its deadline starts), or destroyed at once. */
 void store_reevaluate(CapshmStore *s, CapshmRegion *r);
 
+/* A name of @r went away: store_reevaluate, but first, if that was its last
+ * name, store_recheck_held: an unlink right after the last close frees @r. */
+void store_name_dropped(CapshmStore *s, CapshmRegion *r);
+
 /* Destroy @r now: the destroy hook runs, its names, fds, bytes and quota go,
  * and `alive` drops its reference.  Nothing if already destroyed. */
 void store_region_destroy(CapshmStore *s, CapshmRegion *r);

@@ -116,6 +116,7 @@ getxattr_locked(CapshmFs *fs, fuse_req_t req, fuse_ino_t ino, const char *key, s
             *job = j;
         }
     } else if (strcmp(key, "state") == 0) {
+        store_recheck_held(fs->store, r);
         *val = g_strdup(region_state_name(r));
     } else if (strcmp(key, "created") == 0) {
         *val = g_strdup_printf("%" G_GINT64_FORMAT, (gint64)r->created);
