@@ -16,6 +16,13 @@ import pytest
 import capshm_test as t
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "once: a test of the repository (docs, fuzz harnesses, README, "
+        "bench script, package installs), not of one daemon build or transport: "
+        "scripts/test runs it in the first integration suite only")
+
+
 def pytest_unconfigure(config):
     t.remove_stage()
 

@@ -1226,6 +1226,7 @@ def readme_attach_takes_name_in_argv():
         return re.search(r"attach\s+NAME", f.read()) is not None
 
 
+@pytest.mark.once
 @pytest.mark.parametrize("lang", ["c", "python", "shell", "node"])
 def test_examples_put_no_name_on_a_command_line(one_mnt, children, tmp_path, lang, c_share):
     """Promise: the examples pass names without exposing them to other uids.
@@ -1274,6 +1275,7 @@ def readme_shell_blocks():
     return [b for b in re.findall(r"```sh\n(.*?)```", m.group(1), re.S) if "scripts/" not in b]
 
 
+@pytest.mark.once
 def test_readme_shell_usage_puts_no_name_on_a_command_line(mount_factory, tmp_path):
     """Promise: the README's shell usage never puts a region name on a command
     line.  Every ```sh block of "Using it" is run (against a test mount,

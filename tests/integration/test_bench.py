@@ -65,6 +65,7 @@ def daemons_under(prefix):
     return procs.daemons(lambda argv: any(a.startswith(prefix) for a in argv))
 
 
+@pytest.mark.once
 def test_quick_json(tmp_path):
     before = bench_mounts()
     p = subprocess.run([BENCH, "--quick", "--json-only"], env=env(), capture_output=True, text=True,

@@ -34,6 +34,7 @@ def libfuzzer_available():
     return r.returncode == 0 and os.path.isabs(r.stdout.strip()) and os.path.exists(r.stdout.strip())
 
 
+@pytest.mark.once
 @pytest.mark.skipif(not libfuzzer_available(),
                     reason="clang with libFuzzer is not installed (libclang-rt-14-dev)")
 def test_fuzz_harnesses_find_nothing():

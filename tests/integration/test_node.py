@@ -41,6 +41,7 @@ def test_node_package_builds_offline():
     assert r.stdout.strip() == "true"
 
 
+@pytest.mark.once
 def test_npm_install_of_the_directory(tmp_path):
     """`npm install ./bindings/node` (a copy: npm builds in the directory)."""
     node_pkg.package()  # node and npm are there

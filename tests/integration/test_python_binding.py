@@ -185,6 +185,7 @@ def test_killed_process_releases(mnt):
     mnt.wait_for(lambda: gone(mnt.p(name)), what="the killed process's region to go")
 
 
+@pytest.mark.once
 def test_pip_install_offline(tmp_path, mnt):
     src = tmp_path / "src"
     shutil.copytree(PYDIR, str(src), ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
