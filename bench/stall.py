@@ -11,6 +11,9 @@ while an attacker uid does each of these:
   stats       reads .stats in a tight loop (two processes)
   stopped     holds 200 regions open and mapped, then is SIGSTOPped
   churn       creates, maps, closes and drops regions in a tight loop
+  bigfree     creates a 1 GiB region, allocates all of it, closes and unlinks
+              it, in a loop (the daemon frees 1 GiB each time)
+  bigshrink   the same, but truncates the region to 0 before closing it
 
 Prints one row per scenario: the victim's median, 99th percentile and worst
 latency in microseconds over the measuring window, and the worst as a ratio
@@ -102,6 +105,15 @@ if what == "stats":
     while True:
         with open(p, "rb") as f:
             f.read()
+elif what in ("bigfree", "bigshrink"):
+    size = 1 << 30
+    while True:
+        name, fd = create(size)
+        os.posix_fallocate(fd, 0, size)
+        if what == "bigshrink":
+            os.ftruncate(fd, 0)
+        os.close(fd)
+        os.unlink(os.path.join(d, name))
 elif what == "churn":
     while True:
         name, fd = create()
@@ -180,7 +192,7 @@ def main():
     ap.add_argument("--capshmfs", required=True)
     ap.add_argument("--datapath", default="passthrough")
     ap.add_argument("--seconds", type=float, default=4.0)
-    ap.add_argument("--scenarios", default="idle,mappings,regions,stats,stopped,churn")
+    ap.add_argument("--scenarios", default="idle,mappings,regions,stats,stopped,churn,bigfree,bigshrink")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     mnt, proc = mount(os.path.abspath(args.capshmfs), args.datapath)

@@ -60,6 +60,7 @@ typedef struct CapshmRegion {
     unsigned open_count;     /* open file handles, all processes */
     unsigned writable_opens; /* of which opened for writing */
     unsigned writes_in_flight; /* store_write_begin without its done yet */
+    unsigned shrinks_in_flight; /* store_shrink_begin without its end yet */
     uint64_t write_reserved_end; /* highest end reserved by those writes */
     bool kernel_held;        /* passthrough, no handle open: the kernel still
                               * counts an open file or mapping (store.h) */

@@ -10,6 +10,7 @@
 
 #include <json-glib/json-glib.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #define FIRST_REGION_INO 16
 #define ROOT_INO 1 /* FUSE_ROOT_ID */
@@ -55,6 +56,14 @@ store_dir_new(CapshmStore *s, uint64_t ino, uid_t uid, gid_t gid, mode_t mode)
     return d;
 }
 
+/* The reaper's work: drop a destroyed region's last reference (fd + 1). */
+static void
+reap_fd(gpointer fd_plus_one, gpointer unused)
+{
+    (void)unused;
+    close(GPOINTER_TO_INT(fd_plus_one) - 1);
+}
+
 CapshmStore *
 store_new(const CapshmOptions *opts, bool mappings_outlive_handles, CapshmStorage *storage)
 {
@@ -80,6 +89,7 @@ store_new(const CapshmOptions *opts, bool mappings_outlive_handles, CapshmStorag
     s->next_ino = FIRST_REGION_INO;
     s->now_us = default_now;
     s->root = store_dir_new(s, ROOT_INO, 0, 0, 01777);
+    s->reaper = g_thread_pool_new(reap_fd, NULL, 1, FALSE, NULL);
     return s;
 }
 
@@ -103,6 +113,7 @@ store_free(CapshmStore *s)
         region_unref(d);
     }
     g_list_free(all);
+    g_thread_pool_free(s->reaper, FALSE, TRUE); /* closes what is queued */
     g_hash_table_destroy(s->alive);
     g_hash_table_destroy(s->dirs);
     g_hash_table_destroy(s->by_ro_name);

@@ -76,10 +76,14 @@ typedef struct {
 } StoreCounters;
 
 /* @opts is copied.  @mappings_outlive_handles is true for passthrough.
- * The store takes ownership of @storage (storage.h). */
+ * The store takes ownership of @storage (storage.h).  It starts one thread
+ * of its own, the reaper: a destroyed region's memory goes back to the
+ * system there, a moment after its bytes leave the quota, never under the
+ * core lock. */
 CapshmStore *store_new(const CapshmOptions *opts, bool mappings_outlive_handles,
                        CapshmStorage *storage);
-/* Destroys every region (hooks run) and frees the store. */
+/* Destroys every region (hooks run), waits for the reaper to free their
+ * memory, and frees the store. */
 void store_free(CapshmStore *s);
 
 /* lifetime=cgroup: where the cgroup v2 hierarchy is mounted (copied). */
@@ -219,6 +223,20 @@ int store_region_blocks(CapshmStore *s, CapshmRegion *r, blkcnt_t *blocks);
  * -EFBIG (beyond 2^62), -EPERM (sealed), -ENOENT (destroyed), or the
  * storage's errno. */
 int store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size);
+
+/* Shrinking a big region frees its pages, which takes long (about 0.13 s
+ * per GiB): too long for the core lock.  store_shrink_begin says whether
+ * shrinking @r to @size frees at least STORE_SHRINK_OFF_LOCK bytes; if so
+ * it returns a new fd of @r's bytes (the caller closes it) and the range to
+ * free in *@off and *@len.  The caller punches that range out
+ * (FALLOC_FL_PUNCH_HOLE) without the lock, resizes with store_resize, and
+ * calls store_shrink_end.  In between, @r cannot be sealed (EBUSY), so the
+ * resize cannot be refused once bytes are gone.  -1 if there is nothing to
+ * do early. */
+#define STORE_SHRINK_OFF_LOCK (4u << 20)
+int store_shrink_begin(CapshmStore *s, CapshmRegion *r, uint64_t size,
+                       uint64_t *off, uint64_t *len);
+void store_shrink_end(CapshmStore *s, CapshmRegion *r);
 
 /* Reserve room for a write of @len bytes at @off before the data is copied
  * into the region's fd (without the core lock): charges growth past the

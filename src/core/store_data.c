@@ -130,6 +130,31 @@ store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size)
 }
 
 int
+store_shrink_begin(CapshmStore *s, CapshmRegion *r, uint64_t size, uint64_t *off, uint64_t *len)
+{
+    if (!region_is_alive(r) || r->is_dir || r->sealed || size >= r->size ||
+        r->size - size < STORE_SHRINK_OFF_LOCK)
+        return -1;
+    int fd = store_data_fd(s, r);
+    int early = fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    store_close_idle_fd(s, r);
+    if (early < 0)
+        return -1; /* then the resize frees it all, under the lock */
+    r->shrinks_in_flight++;
+    *off = size;
+    *len = r->size - size;
+    return early;
+}
+
+void
+store_shrink_end(CapshmStore *s, CapshmRegion *r)
+{
+    (void)s;
+    if (r->shrinks_in_flight > 0)
+        r->shrinks_in_flight--;
+}
+
+int
 store_write_begin(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t len,
                   uint64_t *reserved_end)
 {
@@ -244,7 +269,7 @@ store_seal(CapshmStore *s, CapshmRegion *r)
         return -ENOENT;
     if (r->sealed)
         return 0;
-    if (r->writable_opens > 0)
+    if (r->writable_opens > 0 || r->shrinks_in_flight > 0)
         return -EBUSY;
     if (!storage_needs_open_fd(s->storage) && r->fd >= 0) {
         /* Our own writable fd would count as a writer; it is reopened

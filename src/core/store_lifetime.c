@@ -5,11 +5,13 @@
  * a second from `probe_slow`; linger (`linger_queue`) and pins; what
  * store_tick runs and store_next_due reports (expired mints, lingering
  * regions past their deadline, a bounded batch of kernel questions); and
- * destroying a region (store_region_destroy).
+ * destroying a region (store_region_destroy; its last fd is closed by the
+ * store's reaper thread, so its pages are freed off the core lock).
  */
 #include "procwatch.h"
 #include "store_private.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 /* When to ask the kernel again while it says "held": a region whose last
@@ -241,18 +243,27 @@ store_region_destroy(CapshmStore *s, CapshmRegion *r)
 {
     if (!region_is_alive(r))
         return;
+    /* Whoever drops the region file's last reference frees its pages: about
+     * 0.13 s per GiB, too long to hold the core lock.  So one fd is kept
+     * through the hook (the kernel's backing file), the closes and the
+     * unlink below, and the reaper thread closes it after. */
+    int last = r->fd >= 0 ? r->fd : r->anchor_fd;
+    if (last < 0)
+        last = storage_open(s->storage, r->ino, O_RDONLY); /* <0: freed here, then */
     if (s->destroy_hook)
         s->destroy_hook(r, s->destroy_data);
     store_drop_names(s, r);
     linger_dequeue(s, r);
     probe_dequeue(s, r);
-    if (r->fd >= 0)
+    if (r->fd >= 0 && r->fd != last)
         close(r->fd);
     r->fd = -1;
-    if (r->anchor_fd >= 0)
+    if (r->anchor_fd >= 0 && r->anchor_fd != last)
         close(r->anchor_fd);
     r->anchor_fd = -1;
     storage_remove(s->storage, r->ino);
+    if (last >= 0)
+        g_thread_pool_push(s->reaper, GINT_TO_POINTER(last + 1), NULL);
     quota_release_bytes(s->quota, r->uid, store_charged_bytes(r));
     quota_release_region(s->quota, r->uid);
     r->state = REGION_DESTROYED;

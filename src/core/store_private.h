@@ -74,6 +74,9 @@ struct CapshmStore {
     bool probe_error_logged;
     int64_t (*now_us)(void *);
     void *clock_data;
+    /* Closes the last fd of destroyed regions, off the core lock: freeing a
+     * big region's pages takes long (store_region_destroy).  One thread. */
+    GThreadPool *reaper;
 };
 
 /* --- helpers shared between the store's files --------------------------------

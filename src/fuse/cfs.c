@@ -40,6 +40,30 @@
 
 static void on_region_destroyed(CapshmRegion *r, void *data);
 
+/* Slow requests of different clients proceed side by side, a few at once. */
+#define SLOW_THREADS 4
+
+typedef struct {
+    CfsSlowFn fn;
+    void *job;
+} SlowWork;
+
+static void
+slow_work_run(gpointer p, gpointer data)
+{
+    SlowWork *w = p;
+    w->fn(data, w->job);
+    g_free(w);
+}
+
+void
+run_slow(CapshmFs *fs, CfsSlowFn fn, void *job)
+{
+    SlowWork *w = g_new(SlowWork, 1);
+    w->fn = fn;
+    w->job = job;
+    g_thread_pool_push(fs->slow_pool, w, NULL);
+}
 
 static void
 node_free(gpointer p)
@@ -67,6 +91,7 @@ cfs_new(CapshmStore *store, CapshmDatapath want)
     store_set_destroy_hook(store, on_region_destroyed, fs);
     store_set_unheld_hook(store, on_region_unheld, fs);
     fs->scan_pool = g_thread_pool_new(scan_job, fs, 1, FALSE, NULL);
+    fs->slow_pool = g_thread_pool_new(slow_work_run, fs, SLOW_THREADS, FALSE, NULL);
     return fs;
 }
 
@@ -77,6 +102,7 @@ cfs_free(CapshmFs *fs)
         return;
     /* Finish the scans first: they reply (harmlessly, after unmount). */
     g_thread_pool_free(fs->scan_pool, FALSE, TRUE);
+    g_thread_pool_free(fs->slow_pool, FALSE, TRUE);
     cfs_stop_notifier(fs);
     store_set_destroy_hook(fs->store, NULL, NULL);
     store_set_unheld_hook(fs->store, NULL, NULL);
@@ -269,6 +295,46 @@ node_region(CapshmFs *fs, fuse_ino_t ino, bool *is_ro)
     if (is_ro)
         *is_ro = n->is_ro;
     return n->region;
+}
+
+bool
+shrink_is_slow(CapshmFs *fs, fuse_ino_t ino, uint64_t size)
+{
+    bool is_ro = false;
+    core_enter(fs);
+    CapshmRegion *r = node_region(fs, ino, &is_ro);
+    bool slow = r && !is_ro && !r->sealed && r->size > size && r->size - size >= CFS_SLOW_BYTES;
+    core_leave(fs);
+    return slow;
+}
+
+CapshmRegion *
+shrink_early(CapshmFs *fs, fuse_ino_t ino, uint64_t size)
+{
+    uint64_t off = 0, len = 0;
+    bool is_ro = false;
+    core_enter(fs);
+    CapshmRegion *r = node_region(fs, ino, &is_ro);
+    int fd = r && !is_ro ? store_shrink_begin(fs->store, r, size, &off, &len) : -1;
+    if (fd >= 0)
+        region_ref(r);
+    core_leave(fs);
+    if (fd < 0)
+        return NULL;
+    /* Best effort: what is not freed here the resize frees. */
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
+        g_debug("freeing a shrinking region early: %s", g_strerror(errno));
+    close(fd);
+    return r;
+}
+
+void
+shrink_early_end(CapshmFs *fs, CapshmRegion *r)
+{
+    if (r) {
+        store_shrink_end(fs->store, r);
+        region_unref(r);
+    }
 }
 
 static void

@@ -170,6 +170,32 @@ cfs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
     fuse_reply_write(req, (size_t)n);
 }
 
+typedef struct {
+    fuse_req_t req;
+    CapshmRegion *r; /* a reference */
+    int fd;          /* a dup of the region's data fd */
+    off_t off, len;
+    uint64_t reserved_end;
+} FallocateJob;
+
+/* Allocate, settle the reservation, reply.  On the slow pool when @len is big. */
+static void
+fallocate_finish(CapshmFs *fs, void *p)
+{
+    FallocateJob *j = p;
+    /* Allocating pages takes time in proportion to len: not under the lock. */
+    int err = fallocate(j->fd, 0, j->off, j->len) < 0 ? errno : 0;
+    close(j->fd);
+    core_enter(fs);
+    store_write_done(fs->store, j->r, (uint64_t)j->off, err ? 0 : (uint64_t)j->len, j->reserved_end);
+    if (!err)
+        inval_other_name(fs, j->r, false);
+    region_unref(j->r);
+    core_leave(fs);
+    reply_err(j->req, err);
+    g_free(j);
+}
+
 void
 cfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
               struct fuse_file_info *fi)
@@ -202,14 +228,10 @@ cfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
     core_leave(fs);
     if (fd < 0)
         return reply_err(req, -fd);
-    /* Allocating pages takes time in proportion to len: not under the lock. */
-    int err = fallocate(fd, 0, off, len) < 0 ? errno : 0;
-    close(fd);
-    core_enter(fs);
-    store_write_done(fs->store, r, (uint64_t)off, err ? 0 : (uint64_t)len, reserved_end);
-    if (!err)
-        inval_other_name(fs, r, false);
-    region_unref(r);
-    core_leave(fs);
-    reply_err(req, err);
+    FallocateJob *j = g_new(FallocateJob, 1);
+    *j = (FallocateJob){ req, r, fd, off, len, reserved_end };
+    if ((uint64_t)len >= CFS_SLOW_BYTES)
+        run_slow(fs, fallocate_finish, j);
+    else
+        fallocate_finish(fs, j);
 }

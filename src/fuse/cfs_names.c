@@ -195,6 +195,40 @@ setattr_locked(CapshmFs *fs, CapshmRegion *r, bool is_ro, struct stat *attr, int
     return 0;
 }
 
+typedef struct {
+    fuse_req_t req;
+    fuse_ino_t ino;
+    struct stat attr;
+    int to_set;
+    bool with_handle;
+} SetattrJob;
+
+/* SETATTR of a region node, replied.  On the slow pool for a big shrink. */
+static void
+setattr_region(CapshmFs *fs, void *p)
+{
+    SetattrJob *j = p;
+    fuse_req_t req = j->req;
+    fuse_ino_t ino = j->ino;
+    struct stat *attr = &j->attr;
+    int to_set = j->to_set;
+    struct stat st;
+    CapshmRegion *shrinking = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size >= 0
+        ? shrink_early(fs, ino, (uint64_t)attr->st_size) : NULL;
+    core_enter(fs);
+    bool is_ro = false;
+    CapshmRegion *r = node_region(fs, ino, &is_ro);
+    int err = r ? setattr_locked(fs, r, is_ro, attr, to_set, j->with_handle) : ENOENT;
+    if (!err)
+        fill_region_attr(fs->store, r, is_ro, &st);
+    shrink_early_end(fs, shrinking);
+    core_leave(fs);
+    g_free(j);
+    if (err)
+        return reply_err(req, err);
+    fuse_reply_attr(req, &st, REGION_TIMEOUT);
+}
+
 void
 cfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
             struct fuse_file_info *fi)
@@ -202,17 +236,13 @@ cfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
     CFS_CALL(req);
     if (is_static_ino(ino))
         return reply_err(req, EPERM);
-    struct stat st;
-    core_enter(fs);
-    bool is_ro = false;
-    CapshmRegion *r = node_region(fs, ino, &is_ro);
-    int err = r ? setattr_locked(fs, r, is_ro, attr, to_set, fi != NULL) : ENOENT;
-    if (!err)
-        fill_region_attr(fs->store, r, is_ro, &st);
-    core_leave(fs);
-    if (err)
-        return reply_err(req, err);
-    fuse_reply_attr(req, &st, REGION_TIMEOUT);
+    SetattrJob *j = g_new(SetattrJob, 1);
+    *j = (SetattrJob){ req, ino, *attr, to_set, fi != NULL };
+    if ((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size >= 0 &&
+        shrink_is_slow(fs, ino, (uint64_t)attr->st_size))
+        run_slow(fs, setattr_region, j);
+    else
+        setattr_region(fs, j);
 }
 
 void

@@ -157,6 +157,38 @@ control_text(CapshmFs *fs, fuse_req_t req, fuse_ino_t ino, int *err)
                             __atomic_load_n(&fs->requests, __ATOMIC_RELAXED));
 }
 
+typedef struct {
+    fuse_req_t req;
+    fuse_ino_t ino;
+    struct fuse_file_info fi;
+} OpenJob;
+
+/* OPEN of a region node, replied.  On the slow pool for a big O_TRUNC. */
+static void
+open_region_node(CapshmFs *fs, void *p)
+{
+    OpenJob *j = p;
+    fuse_req_t req = j->req;
+    struct fuse_file_info *fi = &j->fi;
+    CapshmRegion *shrinking = (fi->flags & O_TRUNC) && wants_write(fi->flags)
+        ? shrink_early(fs, j->ino, 0) : NULL;
+    core_enter(fs);
+    bool is_ro = false;
+    CapshmRegion *r = node_region(fs, j->ino, &is_ro);
+    CfsFile *f = NULL;
+    int err = !r ? ENOENT : r->is_dir ? EISDIR : open_region(fs, req, r, is_ro, fi, &f);
+    shrink_early_end(fs, shrinking);
+    core_leave(fs);
+    if (err) {
+        reply_err(req, err);
+    } else if (fuse_reply_open(req, fi) != 0) { /* interrupted: no RELEASE will come */
+        core_enter(fs);
+        release_region_file(fs, f);
+        core_leave(fs);
+    }
+    g_free(j);
+}
+
 void
 cfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -195,19 +227,12 @@ cfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         }
         return;
     }
-    core_enter(fs);
-    bool is_ro = false;
-    CapshmRegion *r = node_region(fs, ino, &is_ro);
-    CfsFile *f = NULL;
-    int err = !r ? ENOENT : r->is_dir ? EISDIR : open_region(fs, req, r, is_ro, fi, &f);
-    core_leave(fs);
-    if (err)
-        return reply_err(req, err);
-    if (fuse_reply_open(req, fi) != 0) { /* interrupted: no RELEASE will come */
-        core_enter(fs);
-        release_region_file(fs, f);
-        core_leave(fs);
-    }
+    OpenJob *j = g_new(OpenJob, 1);
+    *j = (OpenJob){ req, ino, *fi };
+    if ((fi->flags & O_TRUNC) && wants_write(fi->flags) && shrink_is_slow(fs, ino, 0))
+        run_slow(fs, open_region_node, j); /* its truncate frees many pages */
+    else
+        open_region_node(fs, j);
 }
 
 /* May caller @c open @r with @flags?  Used only when CREATE finds an

@@ -109,6 +109,11 @@ struct CapshmFs {
      * this pool's one thread, never on a request thread. */
     dev_t mount_dev;
     GThreadPool *scan_pool;
+    /* Requests whose cost grows with a size the client picks (allocating
+     * or freeing many MiB) run on this pool's threads, which reply
+     * themselves (run_slow), so that the thread serving requests (the only
+     * one on /dev/fuse, one per CPU on io_uring) never waits on them. */
+    GThreadPool *slow_pool;
     char *cgroup2;    /* lifetime=cgroup: the cgroup v2 mount, else NULL; owned */
     gint scans_queued; /* atomic */
 };
@@ -194,6 +199,24 @@ void entry_prepare(CapshmFs *fs, CapshmRegion *r, bool is_ro, struct fuse_entry_
 /* Tell the kernel that the other name of @r has new attributes. */
 void inval_other_name(CapshmFs *fs, CapshmRegion *r, bool is_ro);
 void on_region_unheld(CapshmRegion *r, void *data);
+/* Before a resize of node @ino to @size, without the core lock: when that
+ * shrinks a big region, free the doomed pages now (store_shrink_begin says
+ * why).  Returns the region (a reference) to pass to shrink_early_end, under
+ * the lock after the resize, or NULL. */
+CapshmRegion *shrink_early(CapshmFs *fs, fuse_ino_t ino, uint64_t size);
+/* Under the core lock.  Drops the reference shrink_early took. */
+void shrink_early_end(CapshmFs *fs, CapshmRegion *r);
+/* Would resizing node @ino to @size free enough to be slow work (and be
+ * done by shrink_early)?  Takes the core lock. */
+bool shrink_is_slow(CapshmFs *fs, fuse_ino_t ino, uint64_t size);
+
+/* At least this many bytes allocated or freed by one request makes it slow
+ * work, for run_slow. */
+#define CFS_SLOW_BYTES STORE_SHRINK_OFF_LOCK
+/* Run @fn(@fs, @job) on the slow pool; @fn replies to the request and frees
+ * @job. */
+typedef void (*CfsSlowFn)(CapshmFs *fs, void *job);
+void run_slow(CapshmFs *fs, CfsSlowFn fn, void *job);
 
 /* --- cfs_names.c ---------------------------------------------------------------- */
 

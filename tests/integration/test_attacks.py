@@ -1018,6 +1018,75 @@ def test_no_client_stalls_another(mnt, children, attack):
         a.kill()
 
 
+BIG_OP_CODE = r'''
+import os, sys
+os.sched_setaffinity(0, {0})
+d, kind, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+name = open(os.path.join(d, ".new")).read().strip()
+fd = os.open(os.path.join(d, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+os.ftruncate(fd, size)
+if kind == "truncate":
+    os.posix_fallocate(fd, 0, size)
+print("ready", flush=True)
+sys.stdin.readline()
+if kind == "fallocate":
+    os.posix_fallocate(fd, 0, size)
+else:
+    os.ftruncate(fd, 0)
+print("done", flush=True)
+sys.stdin.readline()
+'''
+
+QUICK_OPS_CODE = r'''
+import os, sys
+os.sched_setaffinity(0, {0})
+d = sys.argv[1]
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(5):
+    name = open(os.path.join(d, ".new")).read().strip()
+    fd = os.open(os.path.join(d, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, 4096)
+    os.close(fd)
+    os.unlink(os.path.join(d, name))
+    open(os.path.join(d, ".stats")).read()
+print("done", flush=True)
+'''
+
+BIG = 6 << 30  # allocating or freeing this takes the kernel about a second
+
+
+def in_syscall(pid, nr):
+    with open("/proc/%d/syscall" % pid) as f:
+        return f.read().split()[0] == str(nr)
+
+
+@pytest.mark.parametrize("kind,nr", [("fallocate", 285), ("truncate", 77)],
+                         ids=["fallocate", "truncate"])
+def test_a_big_allocation_or_free_holds_nobody_up(mnt, children, kind, nr):
+    """Promise: no client can slow another.  While an attacker's fallocate of
+    6 GiB (or its truncate of 6 GiB to 0) is still running, another uid on
+    the same CPU (so, on io_uring, on the same ring) creates, truncates,
+    closes and unlinks regions and reads .stats: all of it completes before
+    the attacker's call returns.  (The daemon used to do both on the thread
+    serving requests, the free under the core lock.)"""
+    a = py_child(children, ATTACKER, BIG_OP_CODE, mnt.path, kind, BIG)
+    a.expect("ready", timeout=60)
+    v = py_child(children, VICTIM, QUICK_OPS_CODE, mnt.path)
+    v.expect("ready")
+    a.send("go")
+    deadline = time.time() + 10
+    while not in_syscall(a.pid, nr):
+        assert time.time() < deadline, "the attacker never entered its %s" % kind
+        time.sleep(0.005)
+    v.send("go")
+    v.expect("done", timeout=30)
+    assert in_syscall(a.pid, nr), (
+        "the victim finished only after the attacker's %s returned" % kind)
+    a.expect("done", timeout=60)
+    a.send("exit")
+
+
 # --- 4. coherent read paths ------------------------------------------------------------
 
 def read_paths(fd, off, n, tmpdir, same_mount_target):

@@ -207,6 +207,29 @@ def test_close_is_seen_at_once_on_a_busy_machine(mnt, children):
     assert late == {"state": 0, "stats": 0, "unlink": 0}, late
 
 
+def shmem_kib():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Shmem:"):
+                return int(line.split()[1])
+    raise AssertionError("no Shmem in /proc/meminfo")
+
+
+def test_destroyed_regions_give_their_memory_back(mnt):
+    """The daemon frees a destroyed region's pages on a thread of its own (so
+    that freeing a big region holds nobody up): they must really go back."""
+    size = 256 << 20
+    base = shmem_kib()
+    for _ in range(4):
+        name, fd = mnt.create(size)
+        os.posix_fallocate(fd, 0, size)
+        os.close(fd)
+        os.unlink(mnt.p(name))
+    mnt.wait_for(lambda: mnt.stats()["bytes"] == 0, timeout=3, what="0 bytes")
+    mnt.wait_for(lambda: shmem_kib() < base + (size >> 10) // 2, timeout=5,
+                 what="1 GiB of destroyed regions back to the system (Shmem %d KiB before)" % base)
+
+
 def test_minted_name_expires_after_mint_ttl(mount_factory, datapath):
     """mint_ttl=1: a name created in time works (the deadline is not a hint),
     one not created by then can never be, and expired_mints counts it."""

@@ -199,6 +199,20 @@ setup_passthrough(void)
 }
 
 static void
+setup_cache_roomy(void) /* room for regions of tens of MiB */
+{
+    env_storage = STORAGE_MEMFD;
+    env_start(false, "size=64M,quota=64M");
+}
+
+static void
+setup_cache_tmpfs_roomy(void)
+{
+    env_storage = STORAGE_TMPFS;
+    env_start(false, "size=64M,quota=64M");
+}
+
+static void
 setup_cache_tmpfs(void)
 {
     env_storage = STORAGE_TMPFS;
@@ -1855,6 +1869,38 @@ START_TEST(test_seal)
 }
 END_TEST
 
+/* A big shrink frees the doomed bytes early, off the lock: store_shrink_begin
+ * lends an fd and the range, sealing waits for store_shrink_end, and a small
+ * shrink (or one of a sealed region) is left to store_resize. */
+START_TEST(test_shrink_early)
+{
+    CapshmRegion *r = make_region(1000);
+    store_opened(env.s, r, false);
+    uint64_t big = 2 * STORE_SHRINK_OFF_LOCK, off = 1, len = 1;
+    ck_assert_int_eq(store_resize(env.s, r, big), 0);
+    ck_assert_int_eq(pwrite(store_data_fd(env.s, r), "keep", 4, 100), 4);
+    ck_assert_int_eq(store_shrink_begin(env.s, r, big - 4096, &off, &len), -1);
+    ck_assert_int_eq(store_shrink_begin(env.s, r, big, &off, &len), -1);
+    int fd = store_shrink_begin(env.s, r, 4096, &off, &len);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_uint_eq(off, 4096);
+    ck_assert_uint_eq(len, big - 4096);
+    ck_assert_int_eq(store_seal(env.s, r), -EBUSY);
+    ck_assert_int_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len), 0);
+    close(fd);
+    ck_assert_int_eq(store_resize(env.s, r, 4096), 0);
+    store_shrink_end(env.s, r);
+    ck_assert_uint_eq(r->size, 4096);
+    ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).bytes, 4096);
+    char buf[4];
+    ck_assert_int_eq(pread(store_data_fd(env.s, r), buf, 4, 100), 4);
+    ck_assert_int_eq(memcmp(buf, "keep", 4), 0);
+    ck_assert_int_eq(store_seal(env.s, r), 0);
+    ck_assert_int_eq(store_resize(env.s, r, big), -EPERM);
+    ck_assert_int_eq(store_shrink_begin(env.s, r, 0, &off, &len), -1);
+}
+END_TEST
+
 START_TEST(test_chown_moves_quota)
 {
     Quota *q = store_quota(env.s);
@@ -2668,6 +2714,11 @@ store_suite(void)
     tcase_add_test(tc, test_chown_during_write);
     suite_add_tcase(s, tc);
 
+    tc = tcase_create("shrink");
+    tcase_add_checked_fixture(tc, setup_cache_roomy, teardown);
+    tcase_add_test(tc, test_shrink_early);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("stats");
     tcase_add_checked_fixture(tc, setup_cache, teardown);
     tcase_add_test(tc, test_json_checker_itself);
@@ -2706,6 +2757,11 @@ store_suite(void)
     tcase_add_test(tc, test_tmpfs_seal_sees_other_writers);
     tcase_add_test(tc, test_tmpfs_destroy_removes_file);
     tcase_add_test(tc, test_tmpfs_mount_and_detach);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("tmpfs-shrink");
+    tcase_add_checked_fixture(tc, setup_cache_tmpfs_roomy, teardown);
+    tcase_add_test(tc, test_shrink_early);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("tmpfs-kernel-held");
