@@ -253,6 +253,15 @@ void store_write_done(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t wr
 /* fallocate mode 0: make sure [off, off+len) is backed; grows like a write. */
 int store_fallocate(CapshmStore *s, CapshmRegion *r, uint64_t off, uint64_t len);
 
+/* A fallocate that changes no size, as tmpfs has them: FALLOC_FL_KEEP_SIZE
+ * (preallocate) or FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE (free pages,
+ * the bytes read as zeros).  May it run on @r, and on what range?  Holes
+ * may be punched anywhere; preallocation stops at EOF (pages past it would
+ * be memory no quota counts), so *@len may be cut, to 0 if @off is past EOF
+ * (nothing to do).  0, -EPERM (sealed), -ENOENT (destroyed), -EISDIR. */
+int store_fallocate_in_place(CapshmStore *s, CapshmRegion *r, bool punch, uint64_t off,
+                             uint64_t *len);
+
 /* Give @r to @uid/@gid, moving its quota charge.  -EDQUOT/-ENOSPC if the
  * new owner cannot take it (nothing changes then). */
 int store_chown(CapshmStore *s, CapshmRegion *r, uid_t uid, gid_t gid);

@@ -130,6 +130,21 @@ store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size)
 }
 
 int
+store_fallocate_in_place(CapshmStore *s, CapshmRegion *r, bool punch, uint64_t off, uint64_t *len)
+{
+    (void)s;
+    if (!region_is_alive(r))
+        return -ENOENT;
+    if (r->is_dir)
+        return -EISDIR;
+    if (r->sealed)
+        return -EPERM;
+    if (!punch)
+        *len = off >= r->size ? 0 : MIN(*len, r->size - off);
+    return 0;
+}
+
+int
 store_shrink_begin(CapshmStore *s, CapshmRegion *r, uint64_t size, uint64_t *off, uint64_t *len)
 {
     if (!region_is_alive(r) || r->is_dir || r->sealed || size >= r->size ||

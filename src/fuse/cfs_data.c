@@ -174,8 +174,9 @@ typedef struct {
     fuse_req_t req;
     CapshmRegion *r; /* a reference */
     int fd;          /* a dup of the region's data fd */
+    int mode;
     off_t off, len;
-    uint64_t reserved_end;
+    uint64_t reserved_end; /* mode 0 */
 } FallocateJob;
 
 /* Allocate, settle the reservation, reply.  On the slow pool when @len is big. */
@@ -184,10 +185,12 @@ fallocate_finish(CapshmFs *fs, void *p)
 {
     FallocateJob *j = p;
     /* Allocating pages takes time in proportion to len: not under the lock. */
-    int err = fallocate(j->fd, 0, j->off, j->len) < 0 ? errno : 0;
+    int err = j->len == 0 ? 0 : fallocate(j->fd, j->mode, j->off, j->len) < 0 ? errno : 0;
     close(j->fd);
     core_enter(fs);
-    store_write_done(fs->store, j->r, (uint64_t)j->off, err ? 0 : (uint64_t)j->len, j->reserved_end);
+    if (j->mode == 0)
+        store_write_done(fs->store, j->r, (uint64_t)j->off, err ? 0 : (uint64_t)j->len,
+                         j->reserved_end);
     if (!err)
         inval_other_name(fs, j->r, false);
     region_unref(j->r);
@@ -202,7 +205,9 @@ cfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 {
     (void)fi;
     CFS_CALL(req);
-    if (mode != 0)
+    /* The modes tmpfs has: allocate (and grow), preallocate, punch a hole. */
+    bool punch = mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+    if (mode != 0 && mode != FALLOC_FL_KEEP_SIZE && !punch)
         return reply_err(req, is_static_ino(ino) ? EPERM : EOPNOTSUPP);
     if (off < 0 || len <= 0)
         return reply_err(req, is_static_ino(ino) ? EPERM : EINVAL);
@@ -217,7 +222,10 @@ cfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
     } else if (is_ro) {
         fd = -EBADF;
     } else if ((fd = dup_data_fd(fs, r)) >= 0) {
-        int rc = store_write_begin(fs->store, r, (uint64_t)off, (uint64_t)len, &reserved_end);
+        uint64_t in_place = (uint64_t)len;
+        int rc = mode == 0 ? store_write_begin(fs->store, r, (uint64_t)off, (uint64_t)len, &reserved_end)
+                           : store_fallocate_in_place(fs->store, r, punch, (uint64_t)off, &in_place);
+        len = (off_t)in_place;
         if (rc < 0) {
             close(fd);
             fd = rc;
@@ -229,7 +237,7 @@ cfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
     if (fd < 0)
         return reply_err(req, -fd);
     FallocateJob *j = g_new(FallocateJob, 1);
-    *j = (FallocateJob){ req, r, fd, off, len, reserved_end };
+    *j = (FallocateJob){ req, r, fd, mode, off, len, reserved_end };
     if ((uint64_t)len >= CFS_SLOW_BYTES)
         run_slow(fs, fallocate_finish, j);
     else

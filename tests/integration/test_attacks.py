@@ -1053,7 +1053,12 @@ for _ in range(5):
 print("done", flush=True)
 '''
 
-BIG = 6 << 30  # allocating or freeing this takes the kernel about a second
+def big_op_bytes():
+    """6 GiB (allocating or freeing that takes the kernel about a second), or
+    a third of the memory available on a smaller machine."""
+    with open("/proc/meminfo") as f:
+        avail = next(int(l.split()[1]) << 10 for l in f if l.startswith("MemAvailable:"))
+    return min(6 << 30, avail // 3) & ~((1 << 20) - 1)
 
 
 def in_syscall(pid, nr):
@@ -1070,7 +1075,7 @@ def test_a_big_allocation_or_free_holds_nobody_up(mnt, children, kind, nr):
     closes and unlinks regions and reads .stats: all of it completes before
     the attacker's call returns.  (The daemon used to do both on the thread
     serving requests, the free under the core lock.)"""
-    a = py_child(children, ATTACKER, BIG_OP_CODE, mnt.path, kind, BIG)
+    a = py_child(children, ATTACKER, BIG_OP_CODE, mnt.path, kind, big_op_bytes())
     a.expect("ready", timeout=60)
     v = py_child(children, VICTIM, QUICK_OPS_CODE, mnt.path)
     v.expect("ready")

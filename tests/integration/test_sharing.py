@@ -3,6 +3,8 @@
 are coherent across processes at once, and read/write agree with mmap
 (capshmfs(8) DATA PATHS: "Both paths give every process the same bytes at
 once").  Run on every data path under test."""
+import ctypes
+import errno
 import mmap
 import os
 import struct
@@ -12,6 +14,55 @@ import pytest
 from capshm_test import SIGBUS_STATUS, helper_argv, run_helper
 
 pytestmark = pytest.mark.timeout(60)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 1, 2, 16
+
+
+def fallocate(fd, mode, off, length):
+    """fallocate(2) itself; returns the errno name, or "OK"."""
+    return "OK" if _libc.fallocate(fd, mode, off, length) == 0 else \
+        errno.errorcode[ctypes.get_errno()]
+
+
+def test_fallocate_modes_tmpfs_has(mnt, children):
+    """Punching a hole frees pages that then read as zeros, through read and
+    through every mapping (madvise MADV_REMOVE does the same from inside a
+    mapping); preallocating (KEEP_SIZE) changes no size and charges no
+    quota, even past EOF; ZERO_RANGE, which tmpfs lacks, is EOPNOTSUPP; a
+    sealed region refuses both."""
+    size = 64 * 4096
+    name, fd = mnt.create(size)
+    os.pwrite(fd, b"\xab" * size, 0)
+    holder = children(helper_argv("map-hold", mnt.p(name)), ready=True)
+    blocks = os.fstat(fd).st_blocks
+    assert fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 8 * 4096) == "OK"
+    assert os.pread(fd, 4096, 0) == b"\xab" * 4096
+    assert os.pread(fd, 8 * 4096, 4096) == bytes(8 * 4096)
+    assert os.pread(fd, 4096, 9 * 4096) == b"\xab" * 4096
+    assert holder.cmd("r 4096 4") == "00000000"
+    assert holder.cmd("r 0 2") == "abab"
+    assert os.fstat(fd).st_size == size
+    assert os.fstat(fd).st_blocks < blocks
+    m = mmap.mmap(fd, size)
+    m.madvise(mmap.MADV_REMOVE, 16 * 4096, 4096)
+    assert m[16 * 4096:17 * 4096] == bytes(4096)
+    assert os.pread(fd, 4, 16 * 4096) == bytes(4)
+    assert holder.cmd("r %d 4" % (16 * 4096)) == "00000000"
+    m.close()
+    # Preallocation: no size change, no quota charge, also past EOF.
+    assert fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 4 * size) == "OK"
+    assert os.fstat(fd).st_size == size
+    assert mnt.stats()["bytes"] == size
+    assert fallocate(fd, FALLOC_FL_ZERO_RANGE, 0, 4096) == "ENOTSUP"  # == EOPNOTSUPP
+    os.close(fd)
+    holder.kill()
+    os.setxattr(mnt.p(name), "user.capshm.seal", b"1")
+    fd = os.open(mnt.p(name), os.O_RDONLY)
+    assert fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096) == "EBADF"
+    os.close(fd)
 
 
 def u64(b):
