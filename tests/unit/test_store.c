@@ -1901,6 +1901,30 @@ START_TEST(test_shrink_early)
 }
 END_TEST
 
+/* Fallocates that change no size: preallocation stops at EOF (nothing
+ * uncharged is allocated), a hole may go anywhere, a sealed region refuses. */
+START_TEST(test_fallocate_in_place)
+{
+    CapshmRegion *r = make_region(1000);
+    store_opened(env.s, r, false);
+    ck_assert_int_eq(store_resize(env.s, r, 8192), 0);
+    uint64_t len = 65536;
+    ck_assert_int_eq(store_fallocate_in_place(env.s, r, false, 4096, &len), 0);
+    ck_assert_uint_eq(len, 4096);
+    len = 100;
+    ck_assert_int_eq(store_fallocate_in_place(env.s, r, false, 8192, &len), 0);
+    ck_assert_uint_eq(len, 0);
+    len = 65536;
+    ck_assert_int_eq(store_fallocate_in_place(env.s, r, true, 4096, &len), 0);
+    ck_assert_uint_eq(len, 65536);
+    ck_assert_uint_eq(r->size, 8192);
+    ck_assert_uint_eq(quota_usage(store_quota(env.s), 1000).bytes, 8192);
+    ck_assert_int_eq(store_seal(env.s, r), 0);
+    ck_assert_int_eq(store_fallocate_in_place(env.s, r, true, 0, &len), -EPERM);
+    ck_assert_int_eq(store_fallocate_in_place(env.s, r, false, 0, &len), -EPERM);
+}
+END_TEST
+
 START_TEST(test_chown_moves_quota)
 {
     Quota *q = store_quota(env.s);
@@ -2701,6 +2725,7 @@ store_suite(void)
     tcase_add_test(tc, test_concurrent_writes_charge_growth_once);
     tcase_add_test(tc, test_failed_write_released_when_last_settles);
     tcase_add_test(tc, test_seal);
+    tcase_add_test(tc, test_fallocate_in_place);
     tcase_add_test(tc, test_chown_moves_quota);
     suite_add_tcase(s, tc);
 
@@ -2751,6 +2776,7 @@ store_suite(void)
     tcase_add_test(tc, test_write_accounting);
     tcase_add_test(tc, test_concurrent_writes_charge_growth_once);
     tcase_add_test(tc, test_seal);
+    tcase_add_test(tc, test_fallocate_in_place);
     tcase_add_test(tc, test_chown_moves_quota);
     tcase_add_test(tc, test_tmpfs_idle_region_holds_no_fd);
     tcase_add_test(tc, test_tmpfs_many_regions_cost_no_fds);
