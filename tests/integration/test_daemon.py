@@ -165,9 +165,11 @@ def test_stats_counts_fuse_requests(mnt):
     for _ in range(5):
         assert not os.path.exists(mnt.p("a" * 26))
     after = mnt.stats()["requests"]
-    # 5 LOOKUPs, plus the OPEN/READ/RELEASE of reading .stats itself.
+    # 5 LOOKUPs, plus the LOOKUP/OPEN/READ/RELEASE of reading .stats itself;
+    # on a loaded machine FORGETs and the asynchronous RELEASE of the first
+    # read may land in the window too (14 seen with two suites running).
     assert after - before >= 5, (before, after)
-    assert after - before <= 5 + 8, (before, after)
+    assert after - before <= 5 + 16, (before, after)
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "10001", "3x"])
