@@ -106,6 +106,20 @@ def test_python_multiprocessing_shared_memory_unmodified(anymnt):
     assert anymnt.stats()["regions"] == 0
 
 
+def test_tmpfile_is_eopnotsupp_and_tempfile_falls_back(anymnt):
+    """O_TMPFILE is not done (README); Python's tempfile, which tries it
+    first, falls back to create+unlink and leaves nothing behind."""
+    import tempfile
+    with pytest.raises(OSError) as e:
+        os.open(anymnt.path, os.O_TMPFILE | os.O_RDWR, 0o600)
+    assert e.value.errno == errno.EOPNOTSUPP
+    with tempfile.TemporaryFile(dir=anymnt.path) as f:
+        f.write(b"scratch")
+        f.seek(0)
+        assert f.read() == b"scratch"
+    assert [n for n in os.listdir(anymnt.path) if not n.startswith(".")] == []
+
+
 def test_capability_mode_refuses_chosen_names(mnt):
     with pytest.raises(OSError) as e:
         os.open(mnt.p("capshm-demo"), os.O_RDWR | os.O_CREAT, 0o600)
