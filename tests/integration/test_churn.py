@@ -213,6 +213,20 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def settled_fd_count(pid, timeout=5.0):
+    """The daemon's fd count once it stops changing (a destroyed region's
+    last fd is closed by the daemon's reaper thread a moment later)."""
+    deadline = time.time() + timeout
+    last = fd_count(pid)
+    while time.time() < deadline:
+        time.sleep(0.2)
+        now = fd_count(pid)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -324,7 +338,7 @@ def test_churn(mount_factory, datapath):
     os.close(fd)
     os.unlink(m.p(name))
     m.wait_for(lambda: m.stats()["regions"] == 0, timeout=5, what="warm-up region to go")
-    fds_before = fd_count(pid)
+    fds_before = settled_fd_count(pid)
     rss_before = rss_kib(pid)
 
     work = tempfile.mkdtemp(prefix="capshm-churn-")
