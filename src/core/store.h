@@ -77,9 +77,9 @@ typedef struct {
 
 /* @opts is copied.  @mappings_outlive_handles is true for passthrough.
  * The store takes ownership of @storage (storage.h).  It starts one thread
- * of its own, the reaper: a destroyed region's memory goes back to the
- * system there, a moment after its bytes leave the quota, never under the
- * core lock. */
+ * of its own, the reaper: the memory of a destroyed region of 4 MiB or
+ * more goes back to the system there, a moment after its bytes leave the
+ * quota, never under the core lock. */
 CapshmStore *store_new(const CapshmOptions *opts, bool mappings_outlive_handles,
                        CapshmStorage *storage);
 /* Destroys every region (hooks run), waits for the reaper to free their

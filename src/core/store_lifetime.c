@@ -6,7 +6,8 @@
  * store_tick runs and store_next_due reports (expired mints, lingering
  * regions past their deadline, a bounded batch of kernel questions); and
  * destroying a region (store_region_destroy; its last fd is closed by the
- * store's reaper thread, so its pages are freed off the core lock).
+ * store's reaper thread when it is big, so its pages are freed off the
+ * core lock).
  */
 #include "procwatch.h"
 #include "store_private.h"
@@ -244,12 +245,16 @@ store_region_destroy(CapshmStore *s, CapshmRegion *r)
     if (!region_is_alive(r))
         return;
     /* Whoever drops the region file's last reference frees its pages: about
-     * 0.13 s per GiB, too long to hold the core lock.  So one fd is kept
-     * through the hook (the kernel's backing file), the closes and the
-     * unlink below, and the reaper thread closes it after. */
-    int last = r->fd >= 0 ? r->fd : r->anchor_fd;
-    if (last < 0)
-        last = storage_open(s->storage, r->ino, O_RDONLY); /* <0: freed here, then */
+     * 0.13 s per GiB, too long to hold the core lock.  So for a big region
+     * one fd is kept through the hook (the kernel's backing file), the
+     * closes and the unlink below, and the reaper thread closes it after.
+     * A small one is freed here: cheaper than a hand-over. */
+    int last = -1;
+    if (r->size >= STORE_SHRINK_OFF_LOCK) {
+        last = r->fd >= 0 ? r->fd : r->anchor_fd;
+        if (last < 0)
+            last = storage_open(s->storage, r->ino, O_RDONLY); /* <0: freed here, then */
+    }
     if (s->destroy_hook)
         s->destroy_hook(r, s->destroy_data);
     store_drop_names(s, r);
