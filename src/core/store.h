@@ -234,6 +234,9 @@ int store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size);
  * resize cannot be refused once bytes are gone.  -1 if there is nothing to
  * do early. */
 #define STORE_SHRINK_OFF_LOCK (4u << 20)
+/* Would shrinking @r to @size free at least STORE_SHRINK_OFF_LOCK bytes (and
+ * may it shrink at all)? */
+bool store_shrink_is_big(const CapshmRegion *r, uint64_t size);
 int store_shrink_begin(CapshmStore *s, CapshmRegion *r, uint64_t size,
                        uint64_t *off, uint64_t *len);
 void store_shrink_end(CapshmStore *s, CapshmRegion *r);

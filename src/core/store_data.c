@@ -94,22 +94,30 @@ recharge(CapshmStore *s, CapshmRegion *r, uint64_t before, uint64_t after)
     return 0;
 }
 
-int
-store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size)
+/* May @r's bytes or size change?  0, -ENOENT, -EISDIR or -EPERM (sealed). */
+static int
+bytes_may_change(const CapshmRegion *r)
 {
     if (!region_is_alive(r))
         return -ENOENT;
     if (r->is_dir)
         return -EISDIR;
-    if (r->sealed)
-        return -EPERM;
+    return r->sealed ? -EPERM : 0;
+}
+
+int
+store_resize(CapshmStore *s, CapshmRegion *r, uint64_t size)
+{
+    int rc = bytes_may_change(r);
+    if (rc < 0)
+        return rc;
     if (size > STORE_MAX_SIZE)
         return -EFBIG;
     if (size == r->size)
         return 0;
     uint64_t old_size = r->size, before = store_charged_bytes(r);
     r->size = size;
-    int rc = recharge(s, r, before, store_charged_bytes(r));
+    rc = recharge(s, r, before, store_charged_bytes(r));
     if (rc < 0) {
         r->size = old_size;
         return rc;
@@ -133,22 +141,24 @@ int
 store_fallocate_in_place(CapshmStore *s, CapshmRegion *r, bool punch, uint64_t off, uint64_t *len)
 {
     (void)s;
-    if (!region_is_alive(r))
-        return -ENOENT;
-    if (r->is_dir)
-        return -EISDIR;
-    if (r->sealed)
-        return -EPERM;
+    int rc = bytes_may_change(r);
+    if (rc < 0)
+        return rc;
     if (!punch)
         *len = off >= r->size ? 0 : MIN(*len, r->size - off);
     return 0;
 }
 
+bool
+store_shrink_is_big(const CapshmRegion *r, uint64_t size)
+{
+    return bytes_may_change(r) == 0 && size < r->size && r->size - size >= STORE_SHRINK_OFF_LOCK;
+}
+
 int
 store_shrink_begin(CapshmStore *s, CapshmRegion *r, uint64_t size, uint64_t *off, uint64_t *len)
 {
-    if (!region_is_alive(r) || r->is_dir || r->sealed || size >= r->size ||
-        r->size - size < STORE_SHRINK_OFF_LOCK)
+    if (!store_shrink_is_big(r, size))
         return -1;
     int fd = store_data_fd(s, r);
     int early = fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);

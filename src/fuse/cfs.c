@@ -303,7 +303,7 @@ shrink_is_slow(CapshmFs *fs, fuse_ino_t ino, uint64_t size)
     bool is_ro = false;
     core_enter(fs);
     CapshmRegion *r = node_region(fs, ino, &is_ro);
-    bool slow = r && !is_ro && !r->sealed && r->size > size && r->size - size >= CFS_SLOW_BYTES;
+    bool slow = r && !is_ro && store_shrink_is_big(r, size);
     core_leave(fs);
     return slow;
 }
