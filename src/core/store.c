@@ -221,7 +221,6 @@ store_stats_json(CapshmStore *s, uid_t uid, bool is_root, const char *datapath,
                  const char *transport, uint64_t requests)
 {
     /* Counts beyond 2^63 cannot happen (sizes are capped at 2^62). */
-    store_recheck_just_released(s);
     QuotaUsage mine = quota_usage(s->quota, uid);
     g_autoptr(JsonBuilder) b = json_builder_new();
     json_builder_begin_object(b);

@@ -152,6 +152,8 @@ control_text(CapshmFs *fs, fuse_req_t req, fuse_ino_t ino, int *err)
         }
         return g_string_free(s, FALSE);
     }
+    /* Counts right after a close must not count a region the closer let go. */
+    store_recheck_just_released(fs->store);
     return store_stats_json(fs->store, ctx->uid, ctx->uid == 0, cfs_datapath_name(fs),
                             request_transport(req),
                             __atomic_load_n(&fs->requests, __ATOMIC_RELAXED));
